@@ -1,0 +1,7 @@
+"""taskmerge: editing and merging fine-tuned models in weight space."""
+
+from taskmerge.task_vectors import TaskVector
+
+__version__ = "0.1.0"
+
+__all__ = ["TaskVector", "__version__"]

@@ -1,0 +1,80 @@
+"""Look up any task by name: the 20 standard tasks and the offline demo tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from taskmerge.checkpoints import atomic_path
+from taskmerge.data.datasets import ImageArrayDataset
+from taskmerge.data.demo_tasks import DEMO_TASKS, GENERATOR_VERSION, TEST_SIZE, TRAIN_SIZE
+from taskmerge.data.registry import STANDARD_TASKS, TaskSpec
+from taskmerge.errors import ConfigError
+
+DEMO_SEEDS = {"train": 1, "test": 2}
+
+
+def demo_split_path(root: Path, task: str, split: str) -> Path:
+    """Cache file of one generated split; the generator version is part of the name."""
+    return Path(root).expanduser() / f"demo-v{GENERATOR_VERSION}" / f"{task}-{split}.npz"
+
+
+def load_demo_split(task: str, root: Path, split: str) -> ImageArrayDataset:
+    """Read a generated split from the cache, generating and caching it on first use."""
+    if split not in DEMO_SEEDS:
+        raise ValueError(f"split must be one of {sorted(DEMO_SEEDS)}, got {split!r}")
+    path = demo_split_path(root, task, split)
+    if not path.is_file():
+        spec = DEMO_TASKS[task]
+        task_seed = list(DEMO_TASKS).index(task)
+        size = TRAIN_SIZE if split == "train" else TEST_SIZE
+        images, labels = spec.generate(1000 * DEMO_SEEDS[split] + task_seed, size)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(handle, images=images, labels=labels)
+    with np.load(path) as data:
+        return ImageArrayDataset(data["images"], data["labels"])
+
+
+class _DemoLoader:
+    """Picklable ``load_split`` for one demo task."""
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+
+    def __call__(self, root: Path, split: str) -> ImageArrayDataset:
+        return load_demo_split(self.task, root, split)
+
+
+@cache
+def get_task_spec(name: str) -> TaskSpec:
+    """The specification of a standard or demo task.
+
+    Raises:
+        ConfigError: for an unknown name, listing the known ones.
+    """
+    if name in DEMO_TASKS:
+        task = DEMO_TASKS[name]
+        return TaskSpec(name, task.classnames, task.templates, task.epochs, _DemoLoader(name))
+    from taskmerge.data.real_tasks import REAL_TASKS
+
+    if name in REAL_TASKS:
+        return REAL_TASKS[name]
+    raise ConfigError(
+        f"unknown task {name!r}: choose from {list(STANDARD_TASKS)} or the demo tasks "
+        f"{list(DEMO_TASKS)}"
+    )
+
+
+def is_demo_task(name: str) -> bool:
+    """Whether ``name`` is one of the generated offline tasks."""
+    return name in DEMO_TASKS
+
+
+def resolve_task_specs(names: Sequence[str]) -> list[TaskSpec]:
+    """Specs for a list of names, failing on the first unknown one or on duplicates."""
+    if len(set(names)) != len(names):
+        raise ConfigError(f"tasks: duplicate task names in {list(names)}")
+    return [get_task_spec(name) for name in names]

@@ -1,0 +1,73 @@
+"""Zero-shot, single-task, task arithmetic and weight averaging."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from taskmerge.errors import ConfigError
+from taskmerge.merging.base import Candidate, MergeMethod
+from taskmerge.task_vectors import TaskVector
+
+
+def task_arithmetic(task_vectors: Sequence[TaskVector]) -> TaskVector:
+    """Sum of the task vectors (Ilharco et al., arXiv:2212.04089)."""
+    return sum(task_vectors)  # type: ignore[return-value]
+
+
+def weight_average(task_vectors: Sequence[TaskVector]) -> TaskVector:
+    """Mean of the task vectors: theta0 + mean(tau) is the average of the fine-tuned weights."""
+    return task_arithmetic(task_vectors) / len(task_vectors)
+
+
+class ZeroShot(MergeMethod):
+    """The pretrained encoder itself."""
+
+    name = "zeroshot"
+
+    def __init__(self) -> None:
+        super().__init__(scaling_coef=0.0)
+
+    def candidates(
+        self, pretrained: Mapping[str, Any], task_vectors: Mapping[str, TaskVector]
+    ) -> Iterator[Candidate]:  # noqa: D102
+        yield Candidate({}, dict(pretrained))
+
+
+class SingleTask(MergeMethod):
+    """The fine-tuned encoder of one task (``task_index`` into the task list), on every task."""
+
+    name = "single_task"
+
+    def __init__(self, task_index: int = 0, scaling_coef: float = 1.0) -> None:
+        super().__init__(scaling_coef=scaling_coef)
+        self.task_index = task_index
+
+    def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
+        names = list(task_vectors)
+        if not 0 <= self.task_index < len(names):
+            raise ConfigError(
+                f"method.task_index={self.task_index} is out of range for {len(names)} tasks"
+            )
+        return task_vectors[names[self.task_index]]
+
+
+class TaskArithmetic(MergeMethod):
+    """theta0 + alpha * sum_t tau_t, alpha swept on Val (arXiv:2212.04089)."""
+
+    name = "sum"
+
+    def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
+        return task_arithmetic(list(task_vectors.values()))
+
+
+class WeightAverage(MergeMethod):
+    """theta0 + mean_t tau_t (model soups / weight averaging), no sweep."""
+
+    name = "average"
+
+    def __init__(self) -> None:
+        super().__init__(scaling_coef=1.0)
+
+    def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
+        return weight_average(list(task_vectors.values()))

@@ -1,0 +1,62 @@
+"""The merge-method interface: a method turns task vectors into candidate encoders."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from taskmerge.checkpoints import StateDict
+from taskmerge.task_vectors import TaskVector
+
+
+@dataclass
+class Candidate:
+    """One hyperparameter setting and the encoder weights it gives.
+
+    ``per_task`` holds one state dict per task for methods whose result is a model per task;
+    otherwise ``shared`` serves every task.
+    """
+
+    hyperparameters: dict[str, Any]
+    shared: StateDict | None = None
+    per_task: dict[str, StateDict] = field(default_factory=dict)
+
+    def for_task(self, task: str) -> StateDict:
+        """The weights to evaluate ``task`` with."""
+        if task in self.per_task:
+            return self.per_task[task]
+        if self.shared is None:
+            raise KeyError(f"candidate has no weights for task {task}")
+        return self.shared
+
+
+class MergeMethod:
+    """Base class: ``merge`` combines task vectors; the coefficient is applied once, at the end.
+
+    Args:
+        scaling_coef: A fixed coefficient; ``None`` sweeps ``grid`` on Val.
+        grid: Coefficients tried on Val when ``scaling_coef`` is None.
+    """
+
+    name = "method"
+
+    def __init__(self, scaling_coef: float | None = None, grid: Sequence[float] | None = None):
+        self.scaling_coef = scaling_coef
+        self.grid = [float(g) for g in grid] if grid else [1.0]
+
+    def coefficients(self) -> list[float]:
+        """The coefficients to try: the fixed one, or the grid."""
+        return [float(self.scaling_coef)] if self.scaling_coef is not None else self.grid
+
+    def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:
+        """Combine the task vectors into one (before scaling)."""
+        raise NotImplementedError
+
+    def candidates(
+        self, pretrained: Mapping[str, Any], task_vectors: Mapping[str, TaskVector]
+    ) -> Iterator[Candidate]:
+        """Yield one candidate per coefficient, built lazily (one in memory at a time)."""
+        merged = self.merge(task_vectors)
+        for coef in self.coefficients():
+            yield Candidate({"scaling_coef": coef}, merged.apply_to_state_dict(pretrained, coef))

@@ -1,0 +1,45 @@
+"""Zero-shot classification heads built from CLIP's text tower, and the head module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ClassificationHead(nn.Linear):
+    """A frozen linear head over L2-normalised image features (bias zero, never merged)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__(weight.shape[1], weight.shape[0], bias=True)
+        with torch.no_grad():
+            self.weight.copy_(weight)
+            self.bias.zero_()
+        self.requires_grad_(False)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return super().forward(F.normalize(features, dim=-1))
+
+
+@torch.no_grad()
+def zeroshot_weights(
+    clip_model: nn.Module,
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """Per class: encode every template, L2-normalise, average, re-normalise; times logit scale.
+
+    Returns:
+        A ``(num_classes, embed_dim)`` weight matrix.
+    """
+    clip_model = clip_model.to(device).eval()
+    rows = []
+    for classname in classnames:
+        tokens = tokenizer([template.format(classname) for template in templates]).to(device)
+        embeddings = F.normalize(clip_model.encode_text(tokens).float(), dim=-1)
+        rows.append(F.normalize(embeddings.mean(dim=0), dim=0))
+    return torch.stack(rows).cpu() * clip_model.logit_scale.exp().float().cpu()

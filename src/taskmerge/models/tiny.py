@@ -1,0 +1,96 @@
+"""The tiny CLIP of the offline demo: an open_clip architecture registered through open_clip's
+own model-config mechanism, with weights pretrained offline by this project.
+
+The pretrained weights ship inside the package (``assets/taskmerge-tiny.safetensors.xz``,
+rebuilt by ``scripts/pretrain_tiny.py``). Rows of the token embedding that no demo caption uses
+are stored as zeros (they never influence any demo text), which is what keeps the file small.
+If the asset is missing, the weights are pretrained here once and cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import lzma
+import shutil
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from taskmerge.checkpoints import atomic_path, save_state_dict
+from taskmerge.data.datasets import ImageArrayDataset, TransformedDataset, materialize
+from taskmerge.data.demo_tasks import GENERATOR_VERSION
+from taskmerge.models.clip import ClipBundle, load_clip
+
+TINY_MODEL_NAME = "taskmerge-tiny"
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+ASSET = Path(__file__).parent / "assets" / f"{TINY_MODEL_NAME}.safetensors.xz"
+
+
+@cache
+def register_tiny_model() -> str:
+    """Add the tiny architecture to open_clip's model registry (idempotent)."""
+    import open_clip
+
+    open_clip.add_model_config(MODEL_CONFIG_DIR)
+    return TINY_MODEL_NAME
+
+
+def _asset_digest() -> str:
+    return hashlib.sha256(ASSET.read_bytes()).hexdigest()[:12]
+
+
+def tiny_weights_path(cache_dir: str | Path, pretrain_steps: int = 1500) -> Path:
+    """A ready-to-load weight file: the shipped asset unpacked into the cache, or a fresh run."""
+    cache_dir = Path(cache_dir).expanduser() / "tiny"
+    if ASSET.is_file():
+        target = cache_dir / f"{TINY_MODEL_NAME}-{_asset_digest()}.safetensors"
+        if not target.is_file():
+            with atomic_path(target) as tmp, lzma.open(ASSET) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        return target
+    target = cache_dir / f"{TINY_MODEL_NAME}-pretrained-g{GENERATOR_VERSION}-s{pretrain_steps}.safetensors"
+    if not target.is_file():
+        save_state_dict(pretrain_tiny_state_dict(pretrain_steps), target)
+    return target
+
+
+def pretrain_tiny_state_dict(steps: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Build the tiny CLIP from scratch and pretrain it on the demo caption corpus."""
+    import open_clip
+
+    from taskmerge.models.pretraining import pretrain_clip
+
+    register_tiny_model()
+    torch.manual_seed(seed)
+    model, _, preprocess = open_clip.create_model_and_transforms(TINY_MODEL_NAME)
+
+    def preprocess_batch(images: np.ndarray) -> torch.Tensor:
+        labels = np.zeros(len(images), np.int64)
+        dataset = TransformedDataset(ImageArrayDataset(images, labels), preprocess)
+        return materialize(dataset).tensors[0]
+
+    tokenizer = open_clip.get_tokenizer(TINY_MODEL_NAME)
+    pretrain_clip(model, preprocess_batch, tokenizer, steps=steps, seed=seed)
+    return model.state_dict()
+
+
+def compress_for_shipping(state_dict: dict[str, torch.Tensor], used_tokens: torch.Tensor) -> bytes:
+    """Zero the unused token-embedding rows and xz-compress the safetensors bytes."""
+    from safetensors.torch import save
+
+    state = {key: value.detach().clone().contiguous() for key, value in state_dict.items()}
+    keep = torch.zeros(state["token_embedding.weight"].shape[0], dtype=torch.bool)
+    keep[used_tokens.unique()] = True
+    state["token_embedding.weight"][~keep] = 0
+    return lzma.compress(save(state), preset=9)
+
+
+def load_tiny_clip(cache_dir: str | Path, pretrain_steps: int = 1500) -> ClipBundle:
+    """The tiny CLIP with its pretrained weights, loaded through open_clip like a real model."""
+    name = register_tiny_model()
+    weights = tiny_weights_path(cache_dir, pretrain_steps)
+    bundle = load_clip(name, str(weights))
+    bundle.pretrained = "taskmerge-demo"
+    return bundle

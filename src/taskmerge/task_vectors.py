@@ -1,0 +1,127 @@
+"""TaskVector: the difference between fine-tuned and pretrained weights, as a value with operators.
+
+Ilharco et al., "Editing Models with Task Arithmetic" (arXiv:2212.04089). Vectors add, subtract,
+negate and scale; the scaling coefficient is applied once, at the end, by :meth:`apply_to`.
+Only floating-point tensors take part (integer buffers such as position ids are not weights).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from numbers import Real
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from taskmerge.checkpoints import StateDict, check_compatible, load_state_dict
+
+
+def _is_weight(tensor: torch.Tensor) -> bool:
+    return tensor.is_floating_point()
+
+
+class TaskVector:
+    """A mapping from parameter name to the tensor ``theta_finetuned - theta_pretrained``."""
+
+    def __init__(self, vector: Mapping[str, torch.Tensor]) -> None:
+        self.vector: StateDict = dict(vector)
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_state_dicts(
+        cls, pretrained: Mapping[str, torch.Tensor], finetuned: Mapping[str, torch.Tensor]
+    ) -> TaskVector:
+        """``finetuned - pretrained`` over the floating-point tensors of the pretrained model."""
+        check_compatible(finetuned, pretrained, "fine-tuned state dict")
+        return cls(
+            {
+                key: finetuned[key].detach().float() - value.detach().float()
+                for key, value in pretrained.items()
+                if _is_weight(value)
+            }
+        )
+
+    @classmethod
+    def from_checkpoints(
+        cls, pretrained: str | Path | Mapping[str, torch.Tensor], finetuned: str | Path
+    ) -> TaskVector:
+        """Build from two checkpoints (paths, or a pretrained state dict already in memory)."""
+        base = pretrained if isinstance(pretrained, Mapping) else load_state_dict(pretrained)
+        tuned = load_state_dict(finetuned)
+        try:
+            return cls.from_state_dicts(base, tuned)
+        except Exception as exc:
+            raise type(exc)(f"{finetuned}: {exc}") from exc
+
+    # ---------------------------------------------------------------- algebra
+    def _combine(self, other: TaskVector, op) -> TaskVector:  # noqa: ANN001
+        if not isinstance(other, TaskVector):
+            return NotImplemented
+        if self.vector.keys() != other.vector.keys():
+            raise ValueError("task vectors have different parameter names")
+        return TaskVector({key: op(value, other.vector[key]) for key, value in self.vector.items()})
+
+    def __add__(self, other: TaskVector) -> TaskVector:
+        return self._combine(other, torch.add)
+
+    def __radd__(self, other: object) -> TaskVector:
+        if isinstance(other, int) and other == 0:  # makes the builtin sum() work
+            return self
+        return NotImplemented
+
+    def __sub__(self, other: TaskVector) -> TaskVector:
+        return self._combine(other, torch.sub)
+
+    def __neg__(self) -> TaskVector:
+        return TaskVector({key: -value for key, value in self.vector.items()})
+
+    def __mul__(self, scalar: Real) -> TaskVector:
+        if not isinstance(scalar, Real):
+            return NotImplemented
+        return TaskVector({key: value * float(scalar) for key, value in self.vector.items()})
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, scalar: Real) -> TaskVector:
+        return self * (1.0 / float(scalar))
+
+    # ---------------------------------------------------------------- inspection
+    def __len__(self) -> int:
+        return len(self.vector)
+
+    def keys(self) -> Iterable[str]:
+        """Parameter names."""
+        return self.vector.keys()
+
+    def norm(self, p: float = 2.0) -> float:
+        """The p-norm of the whole vector (all parameters flattened), computed tensor by tensor."""
+        if p == float("inf"):
+            return max(float(v.abs().max()) for v in self.vector.values())
+        total = sum(float(v.abs().pow(p).sum()) for v in self.vector.values())
+        return total ** (1.0 / p)
+
+    def numel(self) -> int:
+        """Number of scalar entries."""
+        return sum(v.numel() for v in self.vector.values())
+
+    # ---------------------------------------------------------------- application
+    def apply_to_state_dict(
+        self, pretrained: Mapping[str, torch.Tensor], scaling_coef: float = 1.0
+    ) -> StateDict:
+        """``pretrained + scaling_coef * self``; tensors outside the vector are copied unchanged."""
+        missing = sorted(set(self.vector) - set(pretrained))
+        if missing:
+            raise ValueError(f"the model has no parameters named {missing[:3]}")
+        merged: StateDict = {}
+        for key, value in pretrained.items():
+            if key in self.vector:
+                merged[key] = (value.float() + scaling_coef * self.vector[key]).to(value.dtype)
+            else:
+                merged[key] = value.clone()
+        return merged
+
+    def apply_to(self, model: nn.Module, scaling_coef: float = 1.0) -> nn.Module:
+        """Add ``scaling_coef * self`` to a module's weights in place and return it."""
+        model.load_state_dict(self.apply_to_state_dict(model.state_dict(), scaling_coef))
+        return model
