@@ -90,8 +90,9 @@ def load_state_dict(path: str | Path) -> StateDict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling refusal means the same thing here
         raise CheckpointError(
-            f"{path} is not a plain state dict (it looks like a pickled module, which is never "
-            f"unpickled): convert it with `python scripts/convert_checkpoint.py {path}`"
+            f"{path} is not a plain state dict (it looks like a pickled module, which taskmerge "
+            "never unpickles): if you trust the file, save its `.state_dict()` with "
+            "safetensors.torch.save_file and point taskmerge at that"
         ) from exc
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
