@@ -1,8 +1,8 @@
 """Merge fine-tuned encoders, choose hyperparameters on Val, evaluate on Test.
 
-    python main.py                                  # the offline demo (tiny model, demo tasks)
-    python main.py model=ViT-B-32 method=sum        # the 8-task paper setting
-    python main.py -m method=sum,average            # a Hydra multirun, one W&B run per job
+python main.py                                  # the offline demo (tiny model, demo tasks)
+python main.py model=ViT-B-32 method=sum        # the 8-task paper setting
+python main.py -m method=sum,average            # a Hydra multirun, one W&B run per job
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ def main(cfg: DictConfig) -> float:
     method = instantiate(cfg.method)
     workspace = build_workspace(cfg)
     workspace.check_checkpoints()
-    tracker = instantiate(cfg.logger, dir=str(run_dir), name=run_dir.name,
-                          run_config=config_dict(cfg))
+    tracker = instantiate(
+        cfg.logger, dir=str(run_dir), name=run_dir.name, run_config=config_dict(cfg)
+    )
     try:
         results = run_merge(workspace, method, tracker, run_dir, config_dict(cfg))
     finally:
@@ -43,8 +44,12 @@ def main(cfg: DictConfig) -> float:
     test = results["test"]["avg"]
     log.info(
         "%s on %d tasks: test top-1 %.2f%%, normalized %.2f%% (chosen %s); results in %s",
-        results["method"], len(results["tasks"]), 100 * test["top1"],
-        100 * test["normalized_top1"], results["hyperparameters"], run_dir / "results.json",
+        results["method"],
+        len(results["tasks"]),
+        100 * test["top1"],
+        100 * test["normalized_top1"],
+        results["hyperparameters"],
+        run_dir / "results.json",
     )
     return float(test["normalized_top1"])
 

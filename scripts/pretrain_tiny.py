@@ -14,7 +14,12 @@ import time
 import torch
 
 from taskmerge.data.demo_tasks import DEMO_TASKS
-from taskmerge.models.tiny import ASSET, TINY_MODEL_NAME, compress_for_shipping, pretrain_tiny_state_dict
+from taskmerge.models.tiny import (
+    ASSET,
+    TINY_MODEL_NAME,
+    compress_for_shipping,
+    pretrain_tiny_state_dict,
+)
 
 
 def demo_vocabulary_tokens() -> torch.Tensor:
@@ -22,8 +27,9 @@ def demo_vocabulary_tokens() -> torch.Tensor:
     import open_clip
 
     tokenizer = open_clip.get_tokenizer(TINY_MODEL_NAME)
-    texts = [t.format(c) for task in DEMO_TASKS.values() for t in task.templates
-             for c in task.classnames]
+    texts = [
+        t.format(c) for task in DEMO_TASKS.values() for t in task.templates for c in task.classnames
+    ]
     return tokenizer(texts).flatten()
 
 

@@ -22,8 +22,16 @@ from taskmerge.training import TrainSettings
 def test_defaults_are_the_offline_demo(home: Path) -> None:
     cfg = compose()
     assert cfg.model._target_.endswith("load_tiny_clip")
-    assert list(cfg.tasks.names) == ["Digits", "Shapes", "Colors", "Textures", "Counting",
-                                     "Arrows", "Position", "Sizes"]
+    assert list(cfg.tasks.names) == [
+        "Digits",
+        "Shapes",
+        "Colors",
+        "Textures",
+        "Counting",
+        "Arrows",
+        "Position",
+        "Sizes",
+    ]
     assert cfg.finetune_missing is True
     assert cfg.method._target_.endswith("TaskArithmetic")
     assert cfg.paths.checkpoints == str(home / "checkpoints")
@@ -56,7 +64,11 @@ def test_explicit_task_list(home: Path) -> None:
 
 def test_numeric_task_choices_are_quoted_for_hydra() -> None:
     assert quote_numeric_choices(["tasks=14", "tasks=8,20", "tasks.names=[A]", "model=x"]) == [
-        "tasks='14'", "tasks='8','20'", "tasks.names=[A]", "model=x"]
+        "tasks='14'",
+        "tasks='8','20'",
+        "tasks.names=[A]",
+        "model=x",
+    ]
 
 
 @pytest.mark.parametrize("method", options("method"))

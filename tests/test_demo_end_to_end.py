@@ -21,8 +21,12 @@ REDUCED = ["train.epochs_scale=0.5"]
 def _run(args: list[str], home: Path, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, TASKMERGE_HOME=str(home), WANDB_MODE="offline", HF_HUB_OFFLINE="1")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), *args], cwd=cwd, env=env, capture_output=True,
-        text=True, timeout=900,
+        [sys.executable, str(ROOT / "main.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -38,8 +42,16 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
     home = tmp_path_factory.mktemp("home")
     cwd = tmp_path_factory.mktemp("cwd")
     _run([*REDUCED, "hydra.run.dir=" + str(cwd / "single")], home, cwd)
-    _run(["-m", "method=zeroshot,single_task,sum,average", *REDUCED,
-          "hydra.sweep.dir=" + str(cwd / "multi")], home, cwd)
+    _run(
+        [
+            "-m",
+            "method=zeroshot,single_task,sum,average",
+            *REDUCED,
+            "hydra.sweep.dir=" + str(cwd / "multi"),
+        ],
+        home,
+        cwd,
+    )
     by_method = {r["method"]: r for r in _results(cwd / "multi")}
     return {"home": home, "cwd": cwd, "single": _results(cwd / "single")[0], "multi": by_method}
 
@@ -50,7 +62,8 @@ def test_results_json_is_complete(demo: dict) -> None:
     assert results["complete"] is True and results["method"] == "sum"
     assert results["model"] == "taskmerge-tiny" and len(results["tasks"]) == 8
     assert [c["hyperparameters"]["scaling_coef"] for c in results["sweep"]] == pytest.approx(
-        [0.1 * i for i in range(1, 11)])
+        [0.1 * i for i in range(1, 11)]
+    )
     chosen = results["hyperparameters"]["scaling_coef"]
     best = max(c["val/avg/normalized_top1"] for c in results["sweep"])
     first_best = next(c for c in results["sweep"] if c["val/avg/normalized_top1"] == best)

@@ -52,7 +52,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 def save_state_dict(
-    state_dict: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, Any] | None = None
+    state_dict: Mapping[str, torch.Tensor],
+    path: str | Path,
+    metadata: Mapping[str, Any] | None = None,
 ) -> None:
     """Write a state dict as safetensors, atomically (readers never see a half-written file)."""
     tensors = {key: value.detach().contiguous().cpu() for key, value in state_dict.items()}
@@ -115,7 +117,7 @@ def fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
 def check_compatible(
     state_dict: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor], source: str
 ) -> None:
-    """Raise a clear error if ``state_dict`` does not have exactly the keys and shapes of ``reference``."""
+    """Raise a clear error unless ``state_dict`` has the keys and shapes of ``reference``."""
     missing = sorted(set(reference) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(reference))
     if missing or unexpected:

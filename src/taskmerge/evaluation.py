@@ -28,9 +28,7 @@ def normalized_accuracy(accuracy: float, finetuned_accuracy: float) -> float:
     return accuracy / finetuned_accuracy if finetuned_accuracy > 0 else 0.0
 
 
-def summarize(
-    accuracies: Mapping[str, float], finetuned: Mapping[str, float]
-) -> dict[str, float]:
+def summarize(accuracies: Mapping[str, float], finetuned: Mapping[str, float]) -> dict[str, float]:
     """Mean absolute and mean normalized accuracy over the tasks of ``accuracies``."""
     names = list(accuracies)
     return {

@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 def build_task_vectors(workspace: Workspace) -> dict[str, TaskVector]:
     """One task vector per task, from the fine-tuned checkpoints."""
     return {
-        task: TaskVector.from_state_dicts(workspace.pretrained, workspace.finetuned_state_dict(task))
+        task: TaskVector.from_state_dicts(
+            workspace.pretrained, workspace.finetuned_state_dict(task)
+        )
         for task in workspace.task_names
     }
 
@@ -67,11 +69,16 @@ def run_merge(
     curve: list[dict[str, Any]] = []
     best_candidate: Candidate | None = None
     candidates = method.candidates(workspace.pretrained, task_vectors)
-    for step, candidate in enumerate(tqdm(candidates, desc=f"{method.name}: Val sweep", leave=False)):
+    for step, candidate in enumerate(
+        tqdm(candidates, desc=f"{method.name}: Val sweep", leave=False)
+    ):
         metrics = evaluate_candidate(workspace, candidate, "val", ft_val)
         curve.append(metrics)
-        tracker.log({k: v for k, v in metrics.items() if k != "hyperparameters"}
-                    | {f"sweep/{k}": v for k, v in candidate.hyperparameters.items()}, step=step)
+        tracker.log(
+            {k: v for k, v in metrics.items() if k != "hyperparameters"}
+            | {f"sweep/{k}": v for k, v in candidate.hyperparameters.items()},
+            step=step,
+        )
         if select_best([c["val/avg/normalized_top1"] for c in curve]) == len(curve) - 1:
             best_candidate = candidate  # keep only the best weights in memory
     if best_candidate is None:

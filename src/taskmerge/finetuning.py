@@ -54,7 +54,9 @@ class AttentionOnly(FinetuningMode):
             return leaf == "in_proj_weight"
         parent_name, _, child = owner_name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module
-        return isinstance(parent, nn.MultiheadAttention) and child == "out_proj" and leaf == "weight"
+        return (
+            isinstance(parent, nn.MultiheadAttention) and child == "out_proj" and leaf == "weight"
+        )
 
 
 class PatternSubset(FinetuningMode):

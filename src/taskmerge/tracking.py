@@ -84,8 +84,11 @@ def plot_sweep(
     curve: Sequence[Mapping[str, Any]], key: str, path: str | Path, title: str
 ) -> Path | None:
     """Plot mean normalized Val accuracy against a swept hyperparameter."""
-    points = [(c["hyperparameters"][key], c["val/avg/normalized_top1"]) for c in curve
-              if key in c["hyperparameters"]]
+    points = [
+        (c["hyperparameters"][key], c["val/avg/normalized_top1"])
+        for c in curve
+        if key in c["hyperparameters"]
+    ]
     if len(points) < 2:
         return None
     import matplotlib
@@ -94,7 +97,7 @@ def plot_sweep(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(*zip(*points), marker="o")
+    ax.plot(*zip(*points, strict=True), marker="o")
     ax.set_xlabel(key)
     ax.set_ylabel("Val mean normalized top-1")
     ax.set_title(title)

@@ -59,10 +59,15 @@ def finetune(
     head.to(device).eval().requires_grad_(False)
     params = mode.select_trainable(encoder)
     loader = make_loader(
-        train_set, settings.batch_size, shuffle=True, num_workers=settings.num_workers,
+        train_set,
+        settings.batch_size,
+        shuffle=True,
+        num_workers=settings.num_workers,
         seed=settings.seed,
     )
-    total_steps = max(1, math.ceil(epochs * settings.epochs_scale * len(loader) / settings.grad_accumulation))
+    total_steps = max(
+        1, math.ceil(epochs * settings.epochs_scale * len(loader) / settings.grad_accumulation)
+    )
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     warmup = min(settings.warmup_steps, total_steps // 2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

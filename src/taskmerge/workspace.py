@@ -104,7 +104,9 @@ class Workspace:
         """The preprocessed splits of a task (demo ones preloaded into memory)."""
         if task not in self._splits:
             self._splits[task] = load_task_splits(
-                self.specs[task], self.data_root(task), self.bundle.preprocess,
+                self.specs[task],
+                self.data_root(task),
+                self.bundle.preprocess,
                 preload=is_demo_task(task),
             )
         return self._splits[task]
@@ -113,7 +115,9 @@ class Workspace:
         """An evaluation DataLoader over ``val`` or ``test``."""
         dataset = getattr(self.splits(task), split)
         return make_loader(
-            dataset, self.settings.eval_batch_size, shuffle=False,
+            dataset,
+            self.settings.eval_batch_size,
+            shuffle=False,
             num_workers=self.settings.num_workers,
         )
 
@@ -122,7 +126,9 @@ class Workspace:
         if task not in self._heads:
             spec = self.specs[task]
             path = (
-                Path(self.settings.cache_dir).expanduser() / "heads" / self.model_dir_name
+                Path(self.settings.cache_dir).expanduser()
+                / "heads"
+                / self.model_dir_name
                 / f"{self.bundle.pretrained.replace('/', '_')}-{self.pretrained_fingerprint}"
                 / f"{task}.safetensors"
             )
@@ -130,7 +136,10 @@ class Workspace:
                 weight = load_file(str(path))["weight"]
             else:
                 weight = zeroshot_weights(
-                    self.bundle.model, self.bundle.tokenizer, spec.classnames, spec.templates,
+                    self.bundle.model,
+                    self.bundle.tokenizer,
+                    spec.classnames,
+                    spec.templates,
                     self.device,
                 )
                 save_state_dict({"weight": weight}, path, {"task": task})
@@ -153,7 +162,9 @@ class Workspace:
     # ------------------------------------------------------------------ checkpoints
     def missing_checkpoints(self) -> list[str]:
         """Tasks whose fine-tuned checkpoint is absent."""
-        return [t for t in self.task_names if not (self.checkpoint_dir(t) / FINETUNED_FILE).is_file()]
+        return [
+            t for t in self.task_names if not (self.checkpoint_dir(t) / FINETUNED_FILE).is_file()
+        ]
 
     def check_checkpoints(self) -> None:
         """Fail early, in one message, if checkpoints are missing and may not be produced here."""
@@ -167,7 +178,7 @@ class Workspace:
             )
 
     def finetuned_state_dict(self, task: str) -> StateDict:
-        """Load one task's fine-tuned encoder, checking it was tuned from these pretrained weights."""
+        """One task's fine-tuned encoder, checked to come from these pretrained weights."""
         path = self.checkpoint_dir(task) / FINETUNED_FILE
         state = load_state_dict(path)
         check_compatible(state, self.pretrained, str(path))
@@ -181,7 +192,7 @@ class Workspace:
         return state
 
     def finetuned_metrics(self, task: str) -> dict[str, float]:
-        """Fine-tuned Val/test top-1 measured by this project (re-measured if the file is absent)."""
+        """Fine-tuned Val/test top-1 measured by this project (re-measured if absent)."""
         path = self.checkpoint_dir(task) / METRICS_FILE
         if path.is_file():
             metrics = json.loads(path.read_text())
@@ -206,8 +217,14 @@ class Workspace:
         spec = self.specs[task]
         encoder = copy.deepcopy(self.bundle.visual)
         stats = finetune(
-            encoder, self.head(task), self.splits(task).train, spec.epochs, self.settings.train,
-            self.settings.finetuning, self.device, description=f"fine-tuning {task}",
+            encoder,
+            self.head(task),
+            self.splits(task).train,
+            spec.epochs,
+            self.settings.train,
+            self.settings.finetuning,
+            self.device,
+            description=f"fine-tuning {task}",
         )
         state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
         metadata = {
@@ -226,7 +243,9 @@ class Workspace:
             **{f"train_{k}": v for k, v in stats.items()},
         }
         write_json(metrics, directory / METRICS_FILE)
-        log.info("fine-tuned %s: val %.4f test %.4f", task, metrics["val_top1"], metrics["test_top1"])
+        log.info(
+            "fine-tuned %s: val %.4f test %.4f", task, metrics["val_top1"], metrics["test_top1"]
+        )
         return metrics
 
     def ensure_finetuned(self) -> None:

@@ -46,7 +46,7 @@ class DemoTask:
     templates: tuple[str, ...]
     draw: Drawer
     style: DemoStyle
-    epochs: int = 2
+    epochs: int = 5
 
     def generate(
         self, seed: int, size: int, style: DemoStyle | None = None
@@ -76,7 +76,9 @@ def _finish(canvas: np.ndarray, rng: np.random.Generator, style: DemoStyle) -> n
     return np.clip(canvas, 0, 255).astype(np.uint8)
 
 
-def _jitter(rng: np.random.Generator, colour: tuple[int, int, int], amount: float = 20) -> np.ndarray:
+def _jitter(
+    rng: np.random.Generator, colour: tuple[int, int, int], amount: float = 20
+) -> np.ndarray:
     return np.asarray(colour, np.float32) + rng.normal(0, amount, 3)
 
 
@@ -211,7 +213,9 @@ def _draw_texture(rng: np.random.Generator, label: int, style: DemoStyle) -> np.
     elif label == 6:  # grid
         mask = (wave_x > 0.75) | (wave_y > 0.75)
     else:  # zigzag
-        mask = np.sin(2 * np.pi * (yy + 2.5 * np.abs(((xx / period) % 2) - 1) * period) / period) > 0
+        mask = (
+            np.sin(2 * np.pi * (yy + 2.5 * np.abs(((xx / period) % 2) - 1) * period) / period) > 0
+        )
     canvas = _canvas(rng, style)
     _paint(canvas, mask.astype(np.float32), _jitter(rng, style.foreground))
     return _finish(canvas, rng, style)
@@ -236,8 +240,7 @@ def _draw_count(rng: np.random.Generator, label: int, style: DemoStyle) -> np.nd
     return _finish(canvas, rng, style)
 
 
-_DIRECTIONS = ("east", "southeast", "south", "southwest", "west", "northwest", "north",
-               "northeast")
+_DIRECTIONS = ("east", "southeast", "south", "southwest", "west", "northwest", "north", "northeast")
 
 
 def _draw_arrow(rng: np.random.Generator, label: int, style: DemoStyle) -> np.ndarray:
@@ -257,8 +260,17 @@ def _draw_arrow(rng: np.random.Generator, label: int, style: DemoStyle) -> np.nd
     return _finish(canvas, rng, style)
 
 
-_PLACES = ("top left", "top", "top right", "left", "centre", "right", "bottom left", "bottom",
-           "bottom right")
+_PLACES = (
+    "top left",
+    "top",
+    "top right",
+    "left",
+    "centre",
+    "right",
+    "bottom left",
+    "bottom",
+    "bottom right",
+)
 
 
 def _draw_position(rng: np.random.Generator, label: int, style: DemoStyle) -> np.ndarray:
@@ -310,8 +322,16 @@ DEMO_TASKS: dict[str, DemoTask] = {
         ),
         DemoTask(
             "Textures",
-            ("horizontal stripes", "vertical stripes", "diagonal stripes", "anti-diagonal stripes",
-             "checkerboard", "dots", "grid", "zigzag"),
+            (
+                "horizontal stripes",
+                "vertical stripes",
+                "diagonal stripes",
+                "anti-diagonal stripes",
+                "checkerboard",
+                "dots",
+                "grid",
+                "zigzag",
+            ),
             ("a photo of a {} texture.", "a {} pattern.", "{}."),
             _draw_texture,
             DemoStyle((200, 170, 120), (90, 50, 20)),

@@ -12,9 +12,26 @@ from taskmerge.errors import ConfigError
 
 #: The standard benchmark order; the 8, 14 and 20-task sets are its prefixes.
 STANDARD_TASKS: tuple[str, ...] = (
-    "Cars", "DTD", "EuroSAT", "GTSRB", "MNIST", "RESISC45", "SVHN", "SUN397",
-    "STL10", "OxfordIIITPet", "Flowers102", "CIFAR100", "PCAM", "FER2013",
-    "CIFAR10", "Food101", "FashionMNIST", "RenderedSST2", "EMNIST", "KMNIST",
+    "Cars",
+    "DTD",
+    "EuroSAT",
+    "GTSRB",
+    "MNIST",
+    "RESISC45",
+    "SVHN",
+    "SUN397",
+    "STL10",
+    "OxfordIIITPet",
+    "Flowers102",
+    "CIFAR100",
+    "PCAM",
+    "FER2013",
+    "CIFAR10",
+    "Food101",
+    "FashionMNIST",
+    "RenderedSST2",
+    "EMNIST",
+    "KMNIST",
 )
 
 #: Loader signature: (data root, split in {"train", "test"}) -> dataset of (PIL image, int label).

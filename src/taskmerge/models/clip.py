@@ -50,7 +50,7 @@ def cached_pretrained_file(name: str, tag: str, cache_dir: str | None = None) ->
     if hub:
         # open_clip's convention: "org/repo/" (default file names) or "org/repo/filename"
         repo_id, filename = os.path.split(hub)
-        for candidate in ([filename] if filename else list(_WEIGHT_FILES)):
+        for candidate in [filename] if filename else list(_WEIGHT_FILES):
             found = try_to_load_from_cache(repo_id, candidate, cache_dir=cache_dir)
             if isinstance(found, str) and os.path.isfile(found):
                 return found
@@ -91,7 +91,8 @@ def resolve_pretrained(name: str, pretrained: str, cache_dir: str | None = None)
     except Exception as exc:  # noqa: BLE001 - network and hub errors come in many types
         raise CheckpointError(
             f"open_clip weights {name}/{pretrained} are not in the local cache and could not be "
-            f"downloaded ({type(exc).__name__}): run `python scripts/download_weights.py {name}` on "
+            f"downloaded ({type(exc).__name__}): run "
+            f"`python scripts/download_weights.py {name}` on "
             "a machine with network and copy ~/.cache/huggingface here, or set "
             "model.pretrained=/path/to/open_clip_model.safetensors"
         ) from exc

@@ -50,7 +50,10 @@ def tiny_weights_path(cache_dir: str | Path, pretrain_steps: int = 1500) -> Path
             with atomic_path(target) as tmp, lzma.open(ASSET) as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst)
         return target
-    target = cache_dir / f"{TINY_MODEL_NAME}-pretrained-g{GENERATOR_VERSION}-s{pretrain_steps}.safetensors"
+    target = (
+        cache_dir
+        / f"{TINY_MODEL_NAME}-pretrained-g{GENERATOR_VERSION}-s{pretrain_steps}.safetensors"
+    )
     if not target.is_file():
         save_state_dict(pretrain_tiny_state_dict(pretrain_steps), target)
     return target
