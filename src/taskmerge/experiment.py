@@ -68,6 +68,7 @@ def run_merge(
 
     curve: list[dict[str, Any]] = []
     best_candidate: Candidate | None = None
+    per_task_best: tuple[Candidate, dict[str, Any]] | None = None
     candidates = method.candidates(workspace.pretrained, task_vectors)
     for step, candidate in enumerate(
         tqdm(candidates, desc=f"{method.name}: Val sweep", leave=False)
@@ -79,11 +80,18 @@ def run_merge(
             | {f"sweep/{k}": v for k, v in candidate.hyperparameters.items()},
             step=step,
         )
-        if select_best([c["val/avg/normalized_top1"] for c in curve]) == len(curve) - 1:
+        if method.select_per_task:
+            per_task_best = _update_per_task_best(per_task_best, candidate, metrics, ft_val)
+        elif select_best([c["val/avg/normalized_top1"] for c in curve]) == len(curve) - 1:
             best_candidate = candidate  # keep only the best weights in memory
-    if best_candidate is None:
+    if best_candidate is None and per_task_best is None:
         raise RuntimeError(f"method {method.name} produced no candidate")
-    chosen = select_best([c["val/avg/normalized_top1"] for c in curve])
+    if method.select_per_task:
+        best_candidate, chosen_val = per_task_best
+        curve_at_choice = chosen_val
+    else:
+        chosen = select_best([c["val/avg/normalized_top1"] for c in curve])
+        curve_at_choice = curve[chosen]
     test = evaluate_candidate(workspace, best_candidate, "test", ft_test)
 
     results = {
@@ -94,7 +102,7 @@ def run_merge(
         "finetuning": workspace.settings.finetuning.name,
         "tasks": workspace.task_names,
         "test": _per_task(test, "test", ft_test),
-        "val": _per_task(curve[chosen], "val", ft_val),
+        "val": _per_task(curve_at_choice, "val", ft_val),
         "sweep": curve,
         "finetuned": {t: {"val_top1": ft_val[t], "test_top1": ft_test[t]} for t in ft_val},
         "config": dict(config or {}),
@@ -110,6 +118,34 @@ def run_merge(
         | {f"chosen/{k}": v for k, v in best_candidate.hyperparameters.items()}
     )
     return results
+
+
+def _update_per_task_best(
+    best: tuple[Candidate, dict[str, Any]] | None,
+    candidate: Candidate,
+    metrics: dict[str, Any],
+    finetuned: Mapping[str, float],
+) -> tuple[Candidate, dict[str, Any]]:
+    """Per task, keep the candidate's weights if they beat that task's best Val accuracy so far
+    (ties keep the earlier grid point)."""
+    if best is None:
+        chosen = Candidate(
+            {k: {} for k in candidate.hyperparameters}, per_task={}
+        )
+        best = (chosen, {})
+    chosen, val = best
+    for task in finetuned:
+        key = f"val/{task}/normalized_top1"
+        if task not in chosen.per_task or metrics[key] > val[key]:
+            chosen.per_task[task] = candidate.for_task(task)
+            for name, value in candidate.hyperparameters.items():
+                chosen.hyperparameters.setdefault(name, {})[task] = value
+            val[key] = metrics[key]
+            val[f"val/{task}/top1"] = metrics[f"val/{task}/top1"]
+    accuracies = {t: val[f"val/{t}/top1"] for t in finetuned}
+    val.update({f"val/avg/{k}": v for k, v in summarize(accuracies, finetuned).items()})
+    val["hyperparameters"] = chosen.hyperparameters
+    return chosen, val
 
 
 def _per_task(metrics: Mapping[str, Any], split: str, finetuned: Mapping[str, float]) -> dict:

@@ -10,14 +10,25 @@ from taskmerge.merging.arithmetic import (
     weight_average,
 )
 from taskmerge.merging.base import Candidate, MergeMethod
+from taskmerge.merging.masks import Consensus, MagnitudeMasking, TallMask
+from taskmerge.merging.ties import Ties, ties_merge
+from taskmerge.merging.tsv import TSVCompress, TSVMerge, tsv_merge
 
 __all__ = [
     "Candidate",
+    "Consensus",
+    "MagnitudeMasking",
     "MergeMethod",
     "SingleTask",
+    "TSVCompress",
+    "TSVMerge",
+    "TallMask",
     "TaskArithmetic",
+    "Ties",
     "WeightAverage",
     "ZeroShot",
     "task_arithmetic",
+    "ties_merge",
+    "tsv_merge",
     "weight_average",
 ]

@@ -40,6 +40,9 @@ class MergeMethod:
     """
 
     name = "method"
+    #: Choose the hyperparameter per task on that task's own Val split (TALL masks), instead of
+    #: one value for all tasks by the mean normalized accuracy.
+    select_per_task = False
 
     def __init__(self, scaling_coef: float | None = None, grid: Sequence[float] | None = None):
         self.scaling_coef = scaling_coef

@@ -1,0 +1,178 @@
+"""LiNeS: layer-increasing network scaling (Wang et al., arXiv:2410.17146).
+
+A (merged) task vector is scaled per residual block: block l of L (0-based) by
+``alpha + beta * l / (L - 1)``, every parameter outside the blocks (embeddings, stem, final norm,
+projection) by ``alpha``. Shallow layers thus stay near the pretrained weights.
+
+Reference: ``wang-kee/LiNeS`` ``src/eval/eval.py`` ``LiNeS_scaling``, which finds the block of a
+parameter by the substring ``".{l}."`` and hard-codes ``L = 12`` (24 for ViT-L-14). Here the
+blocks come from the model's structure (:func:`find_residual_blocks`), so any depth works.
+
+* Multi-task: ``alpha = (||sum_t tau_t||_1 / ||tau_merged||_1) / T``, ``beta`` swept on the
+  method's grid, then applied at coefficient 1 (:func:`multitask_alpha`).
+* Single-task editing: ``alpha`` in 1.0, 0.9, ..., 0.0 and ``beta = 1 - alpha``
+  (:func:`editing_grid`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from taskmerge.merging.base import Candidate, MergeMethod
+from taskmerge.task_vectors import TaskVector
+
+Vector = Mapping[str, torch.Tensor]
+
+
+def _parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def find_residual_blocks(module: nn.Module) -> tuple[str, int]:
+    """The path and length of the model's sequence of residual blocks.
+
+    That is the ``nn.ModuleList`` / ``nn.Sequential`` with the most children (at least 2) all of
+    one class (e.g. open_clip's ``transformer.resblocks``, Hugging Face's ``encoder.layers``);
+    ties go to the one with more parameters (a full CLIP's image tower over its text tower).
+
+    Raises:
+        ValueError: The module has no such sequence.
+    """
+    best: tuple[int, int, str] | None = None
+    for name, sub in module.named_modules():
+        if not isinstance(sub, (nn.ModuleList, nn.Sequential)) or len(sub) < 2:
+            continue
+        if len({type(child) for child in sub}) != 1:
+            continue
+        key = (len(sub), _parameter_count(sub), name)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    if best is None:
+        raise ValueError(
+            f"{type(module).__name__} has no ModuleList/Sequential of identical blocks for LiNeS"
+        )
+    return best[2], best[0]
+
+
+def block_index_map(module: nn.Module, prefix: str = "") -> dict[str, int | None]:
+    """State-dict name -> residual block index (0..L-1), or None outside the blocks.
+
+    Args:
+        module: The model whose task vector is scaled (e.g. the image encoder).
+        prefix: Prepended to every name, when the task vector's keys carry one the module's
+            state dict lacks (e.g. ``"model."``).
+    """
+    path, count = find_residual_blocks(module)
+    head = f"{path}." if path else ""
+    index: dict[str, int | None] = {}
+    for name in module.state_dict(keep_vars=True):
+        block = None
+        if name.startswith(head):
+            first = name[len(head) :].split(".", 1)[0]
+            if first.isdigit() and int(first) < count:
+                block = int(first)
+        index[prefix + name] = block
+    return index
+
+
+def layer_scale(block: int | None, num_blocks: int, alpha: float, beta: float) -> float:
+    """``alpha + beta * block / (num_blocks - 1)``; ``alpha`` outside the blocks."""
+    if block is None:
+        return alpha
+    return alpha + beta * block / (num_blocks - 1)
+
+
+def lines_scale(
+    task_vector: Vector,
+    block_index: Mapping[str, int | None],
+    num_blocks: int,
+    alpha: float,
+    beta: float,
+) -> dict[str, torch.Tensor]:
+    """Scale each tensor of a task vector by its block's LiNeS coefficient.
+
+    Raises:
+        ValueError: ``num_blocks < 2``, or a name of the task vector is unknown to
+            ``block_index`` (mismatched prefixes would otherwise silently scale all by alpha).
+    """
+    if num_blocks < 2:
+        raise ValueError(f"LiNeS needs at least 2 residual blocks, got {num_blocks}")
+    missing = [name for name in task_vector if name not in block_index]
+    if missing:
+        raise ValueError(
+            f"LiNeS block map has no entry for {missing[:3]}: build it with "
+            "block_index_map(module, prefix=...) on the module the task vector comes from"
+        )
+    return {
+        name: tensor * layer_scale(block_index[name], num_blocks, alpha, beta)
+        for name, tensor in task_vector.items()
+    }
+
+
+def l1_norm(vector: Vector) -> float:
+    """Sum of absolute values of all entries, tensor by tensor."""
+    return sum(float(t.abs().sum()) for t in vector.values())
+
+
+def multitask_alpha(vectors: Sequence[Vector], merged: Vector) -> float:
+    """``(||sum_t tau_t||_1 / ||tau_merged||_1) / T`` (LiNeS multi-task alpha)."""
+    summed = sum(
+        float(torch.stack([v[name] for v in vectors]).sum(0).abs().sum()) for name in vectors[0]
+    )
+    return summed / l1_norm(merged) / len(vectors)
+
+
+def editing_grid() -> list[tuple[float, float]]:
+    """Single-task editing pairs ``(alpha, beta)``: alpha = 1.0, 0.9, ..., 0.0, beta = 1 - alpha."""
+    return [(round(1 - i / 10, 10), round(i / 10, 10)) for i in range(11)]
+
+
+class LiNeS(MergeMethod):
+    """LiNeS applied to any merge method (arXiv:2410.17146).
+
+    Args:
+        method: The method whose merged task vector is scaled.
+        block_index: From :func:`block_index_map` on the merged model.
+        num_blocks: L, from :func:`find_residual_blocks` (never hard-coded).
+        editing: Single-task editing (alpha 1.0..0.0, beta = 1 - alpha) instead of multi-task
+            (alpha from the norms, beta swept over ``grid``).
+        grid: The betas tried in multi-task mode (the method's own grid).
+    """
+
+    name = "lines"
+
+    def __init__(
+        self,
+        method: MergeMethod,
+        block_index: Mapping[str, int | None],
+        num_blocks: int,
+        editing: bool = False,
+        grid: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(scaling_coef=None, grid=grid or method.grid)
+        self.method, self.block_index, self.num_blocks = method, block_index, num_blocks
+        self.editing = editing
+
+    def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
+        return self.method.merge(task_vectors)
+
+    def pairs(self, task_vectors: Mapping[str, TaskVector], merged: TaskVector) -> list[tuple]:
+        """The ``(alpha, beta)`` pairs tried."""
+        if self.editing:
+            return editing_grid()
+        vectors = [tv.vector for tv in task_vectors.values()]
+        alpha = multitask_alpha(vectors, merged.vector)
+        return [(alpha, beta) for beta in self.grid]
+
+    def candidates(
+        self, pretrained: Mapping[str, Any], task_vectors: Mapping[str, TaskVector]
+    ) -> Iterator[Candidate]:  # noqa: D102
+        merged = self.merge(task_vectors)
+        for alpha, beta in self.pairs(task_vectors, merged):
+            scaled = lines_scale(merged.vector, self.block_index, self.num_blocks, alpha, beta)
+            state = TaskVector(scaled).apply_to_state_dict(pretrained, 1.0)
+            yield Candidate({"alpha": alpha, "beta": beta}, state)
