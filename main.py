@@ -13,12 +13,12 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from taskmerge.entrypoints import (
     build_workspace,
     config_dict,
+    instantiate,
     quote_numeric_choices,
     set_default_home,
 )

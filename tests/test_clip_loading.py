@@ -28,7 +28,9 @@ def _write_hf_cache(cache: Path, repo_id: str, filename: str, tensors: dict) -> 
 
 def test_openai_weights_are_found_in_the_hf_cache(tmp_path: Path) -> None:
     path = _write_hf_cache(
-        tmp_path, "timm/vit_base_patch16_clip_224.openai", "open_clip_model.safetensors",
+        tmp_path,
+        "timm/vit_base_patch16_clip_224.openai",
+        "open_clip_model.safetensors",
         {"x": torch.zeros(1)},
     )
     assert cached_pretrained_file("ViT-B-16", "openai", str(tmp_path)) == str(path)

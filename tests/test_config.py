@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from conftest import compose, options
 from taskmerge.data.catalog import resolve_task_specs
 from taskmerge.data.registry import STANDARD_TASKS, resolve_task_names
+from taskmerge.entrypoints import instantiate as entry_instantiate
 from taskmerge.entrypoints import quote_numeric_choices
 from taskmerge.errors import CheckpointError, ConfigError
 from taskmerge.finetuning import FinetuningMode
@@ -123,7 +124,7 @@ def test_real_model_without_weights_is_one_clear_error(
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     cfg = compose(overrides=[f"model={model}", f"model.cache_dir={tmp_path / 'hf'}"])
     with pytest.raises(CheckpointError, match=f"{model}/openai are not in the local cache"):
-        instantiate(cfg.model, _convert_="all")
+        entry_instantiate(cfg.model)
 
 
 def test_unknown_method_lists_the_options(home: Path) -> None:

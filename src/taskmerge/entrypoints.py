@@ -12,11 +12,13 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from taskmerge.data.catalog import resolve_task_specs
 from taskmerge.data.registry import resolve_task_names
+from taskmerge.errors import TaskmergeError
 from taskmerge.workspace import Settings, Workspace
 
 log = logging.getLogger("taskmerge")
@@ -34,6 +36,19 @@ def quote_numeric_choices(argv: Sequence[str]) -> list[str]:
             arg = f"{key}=" + ",".join(f"'{v}'" for v in value.split(","))
         out.append(arg)
     return out
+
+
+def instantiate(node: DictConfig, **kwargs: object) -> object:
+    """``hydra.utils.instantiate`` that lets the library's own one-line errors through unwrapped."""
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, TaskmergeError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 def set_default_home(project_root: Path) -> None:

@@ -9,6 +9,7 @@ copy, one clear error says what is missing and how to get it.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,18 @@ def cached_pretrained_file(name: str, tag: str, cache_dir: str | None = None) ->
     return None
 
 
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """False when offline mode is set or the hub cannot be reached (checked in seconds, so a
+    machine without network fails at once instead of after minutes of download retries)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def resolve_pretrained(name: str, pretrained: str, cache_dir: str | None = None) -> str:
     """A weight file path for ``pretrained`` (a tag or a path); downloads only if allowed.
 
@@ -85,13 +98,15 @@ def resolve_pretrained(name: str, pretrained: str, cache_dir: str | None = None)
     if cached:
         return cached
     try:
+        if not hub_reachable():
+            raise ConnectionError("offline (HF_HUB_OFFLINE set, or huggingface.co unreachable)")
         return open_clip.download_pretrained(
             open_clip.get_pretrained_cfg(name, pretrained), cache_dir=cache_dir
         )
     except Exception as exc:  # noqa: BLE001 - network and hub errors come in many types
         raise CheckpointError(
             f"open_clip weights {name}/{pretrained} are not in the local cache and could not be "
-            f"downloaded ({type(exc).__name__}): run "
+            f"downloaded ({exc}): run "
             f"`python scripts/download_weights.py {name}` on "
             "a machine with network and copy ~/.cache/huggingface here, or set "
             "model.pretrained=/path/to/open_clip_model.safetensors"
