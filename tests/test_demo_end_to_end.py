@@ -32,6 +32,11 @@ def _run(args: list[str], home: Path, cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
+#: The other merge methods, run once each on the demo (their math is checked in
+#: test_merging_methods.py; here: they run end to end and give sane numbers).
+MERGERS = ["ties", "TSVM", "TSVM_2", "consensus", "tall_mask", "mag_masking", "TSVC"]
+
+
 def _results(base: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(base.rglob("results.json"))]
 
@@ -52,8 +57,25 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
         home,
         cwd,
     )
+    _run(
+        [
+            "-m",
+            f"method={','.join(MERGERS)}",
+            "logger=none",
+            "hydra.sweep.dir=" + str(cwd / "mergers"),
+        ],
+        home,
+        cwd,
+    )
     by_method = {r["method"]: r for r in _results(cwd / "multi")}
-    return {"home": home, "cwd": cwd, "single": _results(cwd / "single")[0], "multi": by_method}
+    mergers = {r["method"]: r for r in _results(cwd / "mergers")}
+    return {
+        "home": home,
+        "cwd": cwd,
+        "single": _results(cwd / "single")[0],
+        "multi": by_method,
+        "mergers": mergers,
+    }
 
 
 @pytest.mark.slow
@@ -105,3 +127,17 @@ def test_finetuning_beats_zeroshot_and_merging_lies_between(demo: dict) -> None:
 def test_each_job_has_its_own_wandb_run(demo: dict) -> None:
     runs = list((Path(demo["cwd"]) / "multi").glob("*/wandb/offline-run-*"))
     assert len(runs) == 4
+
+
+@pytest.mark.slow
+def test_every_merge_method_runs_on_the_demo(demo: dict) -> None:
+    runs = demo["mergers"]
+    assert set(runs) == set(MERGERS)
+    zeroshot = demo["multi"]["zeroshot"]["test"]["avg"]["normalized_top1"]
+    for name, results in runs.items():
+        assert results["complete"] is True, name
+        assert 0.0 < results["test"]["avg"]["normalized_top1"] <= 1.1, name
+        assert results["test"]["avg"]["normalized_top1"] > zeroshot - 0.1, name
+    lambdas = runs["tall_mask"]["hyperparameters"]["tall_mask_lambda"]
+    assert set(lambdas) == set(runs["tall_mask"]["tasks"])  # chosen per task on its own Val
+    assert set(lambdas.values()) <= {0.2, 0.3, 0.4, 0.5, 0.6}

@@ -209,6 +209,7 @@ class TSVMerge(MergeMethod):
                 f"method.orthogonalize must be one of {ORTHOGONALIZATIONS}, got {orthogonalize!r}"
             )
         self.orthogonalize, self.sv_reduction = orthogonalize, sv_reduction
+        self.name = "TSVM" if orthogonalize == "polar" else "TSVM_2"
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
         vectors = [tv.vector for tv in task_vectors.values()]
