@@ -1,7 +1,8 @@
 """taskmerge: editing and merging fine-tuned models in weight space."""
 
+from taskmerge.api import merge
 from taskmerge.task_vectors import TaskVector
 
 __version__ = "0.1.0"
 
-__all__ = ["TaskVector", "__version__"]
+__all__ = ["TaskVector", "__version__", "merge"]

@@ -1,0 +1,121 @@
+"""Python API: merge any pretrained module with fine-tuned copies of it, without Hydra.
+
+    import taskmerge
+    merged = taskmerge.merge(pretrained, {"mnist": m1, "svhn": m2}, method="ties", k=20,
+                             scaling_coef=0.4)
+
+Keyword names are the method's YAML keys (``config/method/<name>.yaml``). Nothing is swept
+here (there is no Val data): methods with a coefficient need ``scaling_coef``, TALL masks need
+one ``tall_mask_lambda``. The inputs are never modified.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+
+from taskmerge.checkpoints import StateDict
+from taskmerge.merging import (
+    Consensus,
+    MagnitudeMasking,
+    MergeMethod,
+    SingleTask,
+    TallMask,
+    TaskArithmetic,
+    Ties,
+    TSVCompress,
+    TSVMerge,
+    WeightAverage,
+    ZeroShot,
+)
+from taskmerge.task_vectors import TaskVector
+
+#: Method names as in ``config/method/``.
+METHODS: dict[str, Any] = {
+    "zeroshot": ZeroShot,
+    "single_task": SingleTask,
+    "sum": TaskArithmetic,
+    "average": WeightAverage,
+    "ties": Ties,
+    "mag_masking": MagnitudeMasking,
+    "tall_mask": TallMask,
+    "consensus": Consensus,
+    "TSVM": partial(TSVMerge, orthogonalize="polar"),
+    "TSVM_2": partial(TSVMerge, orthogonalize="whiten"),
+    "TSVC": TSVCompress,
+}
+
+#: Methods whose result is scaled by a swept coefficient: the API needs an explicit value.
+SCALED_METHODS = frozenset({"sum", "ties", "consensus", "TSVM", "TSVM_2"})
+
+Model = nn.Module | Mapping[str, torch.Tensor]
+
+
+def _state_dict(model: Model) -> StateDict:
+    source = model.state_dict() if isinstance(model, nn.Module) else model
+    return {key: value.detach().clone() for key, value in source.items()}
+
+
+def _build(pretrained: Model, state: StateDict, return_state_dict: bool) -> Model:
+    if return_state_dict or not isinstance(pretrained, nn.Module):
+        return state
+    module = copy.deepcopy(pretrained)
+    module.load_state_dict(state)
+    return module
+
+
+def make_method(method: str, **hyperparameters: Any) -> MergeMethod:
+    """Instantiate a merge method by its config name with its YAML keys."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: choose from {sorted(METHODS)}")
+    return METHODS[method](**hyperparameters)
+
+
+def merge(
+    pretrained: Model,
+    finetuned: Mapping[str, Model],
+    method: str = "sum",
+    return_state_dict: bool = False,
+    **hyperparameters: Any,
+) -> Model | dict[str, Model]:
+    """Merge fine-tuned versions of ``pretrained`` with one method and fixed hyperparameters.
+
+    Args:
+        pretrained: The common starting point, an ``nn.Module`` or a state dict.
+        finetuned: Task name -> fine-tuned module or state dict of the same architecture.
+        method: A name from :data:`METHODS`.
+        return_state_dict: Return state dicts even when modules were given.
+        **hyperparameters: The method's YAML keys, e.g. ``k=20, scaling_coef=0.4``.
+
+    Returns:
+        The merged module (or state dict); for methods whose result is one model per task
+        (``tall_mask``, ``mag_masking``, ``TSVC``), a dict task name -> module (or state dict).
+    """
+    if not finetuned:
+        raise ValueError("merge needs at least one fine-tuned model")
+    merger = make_method(method, **hyperparameters)
+    if method in SCALED_METHODS and hyperparameters.get("scaling_coef") is None:
+        raise ValueError(f"method {method!r} needs scaling_coef=<value> (nothing is swept here)")
+    base = _state_dict(pretrained)
+    task_vectors = {
+        name: TaskVector.from_state_dicts(base, _state_dict(model))
+        for name, model in finetuned.items()
+    }
+    candidates = list(merger.candidates(base, task_vectors))
+    if len(candidates) != 1:
+        raise ValueError(
+            f"method {method!r} produced {len(candidates)} candidates: give one value of each "
+            "swept hyperparameter (e.g. tall_mask_lambda=0.4)"
+        )
+    candidate = candidates[0]
+    if candidate.per_task:
+        return {
+            task: _build(pretrained, state, return_state_dict)
+            for task, state in candidate.per_task.items()
+        }
+    return _build(pretrained, candidate.for_task(next(iter(finetuned))), return_state_dict)
