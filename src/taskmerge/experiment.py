@@ -129,8 +129,7 @@ def _update_per_task_best(
     """Per task, keep the candidate's weights if they beat that task's best Val accuracy so far
     (ties keep the earlier grid point)."""
     if best is None:
-        chosen = Candidate({k: {} for k in candidate.hyperparameters}, per_task={})
-        best = (chosen, {})
+        best = (Candidate({}, per_task={}), {})
     chosen, val = best
     for task in finetuned:
         key = f"val/{task}/normalized_top1"

@@ -57,11 +57,6 @@ class WandbTracker(Tracker):
             reinit="finish_previous",
         )
 
-    @property
-    def run_dir(self) -> str:
-        """Directory of the local W&B run files."""
-        return self.run.dir
-
     def log(self, metrics: Mapping[str, float], step: int | None = None) -> None:  # noqa: D102
         self.run.log(dict(metrics), step=step)
 

@@ -97,5 +97,4 @@ def make_loader(
         num_workers=workers,
         generator=generator,
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
     )
