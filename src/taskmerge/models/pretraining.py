@@ -55,24 +55,27 @@ def pretrain_clip(
     lr: float = 5e-4,
     images_per_task: int = 4000,
     seed: int = 0,
+    device: str | torch.device = "cpu",
 ) -> nn.Module:
-    """Train ``model`` contrastively on the demo caption corpus; returns it in eval mode."""
+    """Train ``model`` contrastively on the demo caption corpus; returns it on the CPU in eval
+    mode."""
     torch.manual_seed(seed)
     images, captions = caption_corpus(images_per_task, seed)
-    pixels = preprocess_batch(images)
-    tokens = tokenizer(captions)
+    pixels = preprocess_batch(images).to(device)
+    tokens = tokenizer(captions).to(device)
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     start = time.time()
     for _ in tqdm(range(steps), desc="pretraining tiny CLIP", leave=False):
-        index = torch.randint(len(pixels), (batch_size,), generator=generator)
+        index = torch.randint(len(pixels), (batch_size,), generator=generator).to(device)
         loss = contrastive_loss(model, pixels[index], tokens[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
-    model.eval()
+    model.eval().cpu()
     model.pretraining_seconds = time.time() - start  # type: ignore[attr-defined]
     return model
