@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from taskmerge.entrypoints import (
+    build_method,
     build_workspace,
     config_dict,
     instantiate,
@@ -31,11 +32,16 @@ log = logging.getLogger("taskmerge")
 def main(cfg: DictConfig) -> float:
     """One Hydra job: one merge experiment and one tracker run."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    method = instantiate(cfg.method)
+    method = build_method(cfg.method)
     workspace = build_workspace(cfg)
     workspace.check_checkpoints()
-    tracker = instantiate(
-        cfg.logger, dir=str(run_dir), name=run_dir.name, run_config=config_dict(cfg)
+    tracker = instantiate(  # not recursive: the run config's own _target_ nodes stay data
+        cfg.logger,
+        dir=str(run_dir),
+        name=run_dir.name,
+        run_config=config_dict(cfg),
+        _recursive_=False,
+        _convert_="all",
     )
     try:
         results = run_merge(workspace, method, tracker, run_dir, config_dict(cfg))

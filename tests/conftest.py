@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "config"
@@ -41,3 +43,12 @@ def compose(config_name: str = "config", overrides: list[str] | None = None):  #
 def options(group: str) -> list[str]:
     """Every option of a config group (one YAML file each)."""
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny tensors: intra-op threads only add contention on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import taskmerge
+from taskmerge.errors import ConfigError
 
 
 def _model(weight: list[float], bias: float) -> nn.Linear:
@@ -68,3 +69,53 @@ def test_clear_errors(models) -> None:  # noqa: ANN001
         taskmerge.merge(base, tuned, method="sum")
     with pytest.raises(ValueError, match="tall_mask_lambda"):
         taskmerge.merge(base, tuned, method="tall_mask")
+
+
+class Stack(nn.Module):
+    """A stem and 3 residual blocks: the structure LiNeS reads."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.stem = nn.Linear(1, 1)
+        self.blocks = nn.Sequential(*[nn.Linear(1, 1) for _ in range(3)])
+        with torch.no_grad():
+            for p in self.parameters():
+                p.fill_(value)
+
+
+def test_lines_scales_blocks_by_depth() -> None:
+    base, tuned = Stack(0.0), {"a": Stack(1.0), "b": Stack(3.0)}
+    merged = taskmerge.merge(base, tuned, method="sum", apply_lines=True, scaling_coef=0.4)
+    # sum tau = 4, alpha = (||4|| / ||4||) / T = 0.5, block l: (0.5 + 0.4 * l / 2) * 4
+    assert torch.allclose(merged.stem.weight, torch.tensor([[2.0]]))
+    for layer, expected in enumerate([2.0, 2.8, 3.6]):
+        assert torch.allclose(merged.blocks[layer].bias, torch.tensor([expected]))
+    edited = taskmerge.merge(
+        base, tuned, method="single_task", task_index=1, apply_lines=True, scaling_coef=0.2
+    )
+    # alpha 0.2, beta 0.8 on tau_b = 3: block l scaled by 0.2 + 0.8 * l / 2
+    assert torch.allclose(edited.stem.bias, torch.tensor([0.6]))
+    assert torch.allclose(edited.blocks[1].weight, torch.tensor([[3 * 0.6]]))
+
+
+def test_negation_is_theta0_minus_alpha_tau(models) -> None:  # noqa: ANN001
+    base, tuned = models
+    merged = taskmerge.merge(base, tuned, method="negation", task_index=1, scaling_coef=0.5)
+    # theta0 - 0.5 * tau_b, tau_b = [0, 3, 1 | 3]
+    assert torch.allclose(merged.weight, torch.tensor([[1.0, -0.5, 0.5]]))
+    assert torch.allclose(merged.bias, torch.tensor([-1.5]))
+
+
+def test_lines_and_negation_errors(models) -> None:  # noqa: ANN001
+    base, tuned = models
+    states = {k: m.state_dict() for k, m in tuned.items()}
+    with pytest.raises(ConfigError, match="nn.Module"):
+        taskmerge.merge(base.state_dict(), states, "sum", apply_lines=True, scaling_coef=0.3)
+    with pytest.raises(ConfigError, match="does not take apply_lines"):
+        taskmerge.merge(base, tuned, "tall_mask", apply_lines=True, tall_mask_lambda=0.4)
+    with pytest.raises(ValueError, match="needs scaling_coef"):
+        taskmerge.merge(base, tuned, "single_task", apply_lines=True)
+    with pytest.raises(ValueError, match="needs scaling_coef"):
+        taskmerge.merge(base, tuned, "negation", task_index=0)
+    with pytest.raises(ConfigError, match="task_index=2 is out of range for 2 tasks"):
+        taskmerge.merge(base, tuned, "negation", task_index=2, scaling_coef=0.5)

@@ -11,11 +11,11 @@ from hydra.utils import instantiate
 from conftest import compose, options
 from taskmerge.data.catalog import resolve_task_specs
 from taskmerge.data.registry import STANDARD_TASKS, resolve_task_names
+from taskmerge.entrypoints import build_method, quote_numeric_choices
 from taskmerge.entrypoints import instantiate as entry_instantiate
-from taskmerge.entrypoints import quote_numeric_choices
 from taskmerge.errors import CheckpointError, ConfigError
 from taskmerge.finetuning import FinetuningMode
-from taskmerge.merging import MergeMethod
+from taskmerge.merging import LiNeS, MergeMethod
 from taskmerge.tracking import Tracker
 from taskmerge.training import TrainSettings
 
@@ -75,7 +75,26 @@ def test_numeric_task_choices_are_quoted_for_hydra() -> None:
 @pytest.mark.parametrize("method", options("method"))
 def test_every_method_instantiates(home: Path, method: str) -> None:
     cfg = compose(overrides=[f"method={method}"])
-    assert isinstance(instantiate(cfg.method), MergeMethod)
+    assert isinstance(build_method(cfg.method), MergeMethod)
+
+
+#: Methods whose config has ``apply_lines`` (one merged task vector; single_task: editing).
+LINES_METHODS = {"sum", "average", "ties", "consensus", "TSVM", "TSVM_2", "single_task"}
+
+
+@pytest.mark.parametrize("method", options("method"))
+def test_apply_lines_on_every_method(home: Path, method: str) -> None:
+    if method in LINES_METHODS:
+        cfg = compose(overrides=[f"method={method}", "method.apply_lines=true"])
+        lines = build_method(cfg.method)
+        assert isinstance(lines, LiNeS) and lines.editing == (method == "single_task")
+        assert lines.name == f"{lines.method.name}+lines"
+        return
+    with pytest.raises(ConfigCompositionException, match="apply_lines"):
+        compose(overrides=[f"method={method}", "method.apply_lines=true"])
+    cfg = compose(overrides=[f"method={method}", "+method.apply_lines=true"])
+    with pytest.raises(ConfigError, match=f"method {method} does not take apply_lines"):
+        build_method(cfg.method)
 
 
 @pytest.mark.parametrize("mode", options("finetuning"))

@@ -7,8 +7,6 @@ AntoAndGar/task_singular_vectors, wang-kee/LiNeS), the test says which.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -57,14 +55,7 @@ from taskmerge.merging.tsv import (
 )
 from taskmerge.task_vectors import TaskVector
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: intra-op threads only add contention on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def t(*values: float) -> torch.Tensor:

@@ -6,7 +6,10 @@
 
 Keyword names are the method's YAML keys (``config/method/<name>.yaml``). Nothing is swept
 here (there is no Val data): methods with a coefficient need ``scaling_coef``, TALL masks need
-one ``tall_mask_lambda``. The inputs are never modified.
+one ``tall_mask_lambda``. ``apply_lines=True`` (LiNeS) needs ``pretrained`` as an ``nn.Module``
+(its residual blocks are read from it); ``scaling_coef`` is then beta (multi-task; alpha comes
+from the norms) or alpha (``single_task`` editing; beta = 1 - alpha). The inputs are never
+modified.
 """
 
 from __future__ import annotations
@@ -27,12 +30,15 @@ from taskmerge.merging import (
     SingleTask,
     TallMask,
     TaskArithmetic,
+    TaskNegation,
     Ties,
     TSVCompress,
     TSVMerge,
     WeightAverage,
     ZeroShot,
+    with_lines,
 )
+from taskmerge.merging.lines import LINES_KEYS
 from taskmerge.task_vectors import TaskVector
 
 #: Method names as in ``config/method/``.
@@ -48,10 +54,11 @@ METHODS: dict[str, Any] = {
     "TSVM": partial(TSVMerge, orthogonalize="polar"),
     "TSVM_2": partial(TSVMerge, orthogonalize="whiten"),
     "TSVC": TSVCompress,
+    "negation": TaskNegation,
 }
 
 #: Methods whose result is scaled by a swept coefficient: the API needs an explicit value.
-SCALED_METHODS = frozenset({"sum", "ties", "consensus", "TSVM", "TSVM_2"})
+SCALED_METHODS = frozenset({"sum", "ties", "consensus", "TSVM", "TSVM_2", "negation"})
 
 Model = nn.Module | Mapping[str, torch.Tensor]
 
@@ -70,10 +77,17 @@ def _build(pretrained: Model, state: StateDict, return_state_dict: bool) -> Mode
 
 
 def make_method(method: str, **hyperparameters: Any) -> MergeMethod:
-    """Instantiate a merge method by its config name with its YAML keys."""
+    """Instantiate a merge method by its config name with its YAML keys.
+
+    ``apply_lines`` / ``tradeoff_target_weight`` wrap it in LiNeS at the given ``scaling_coef``
+    (multi-task: beta; ``single_task``: alpha); bind it to the model before use.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: choose from {sorted(METHODS)}")
-    return METHODS[method](**hyperparameters)
+    lines = {key: hyperparameters.pop(key) for key in LINES_KEYS if key in hyperparameters}
+    coef = hyperparameters.get("scaling_coef")
+    merger = METHODS[method](**hyperparameters)
+    return with_lines(merger, **lines, grid=[coef] if coef is not None else None)
 
 
 def merge(
@@ -90,7 +104,8 @@ def merge(
         finetuned: Task name -> fine-tuned module or state dict of the same architecture.
         method: A name from :data:`METHODS`.
         return_state_dict: Return state dicts even when modules were given.
-        **hyperparameters: The method's YAML keys, e.g. ``k=20, scaling_coef=0.4``.
+        **hyperparameters: The method's YAML keys, e.g. ``k=20, scaling_coef=0.4``,
+            ``apply_lines=True``, ``task_index=0`` (``negation``: theta0 - scaling_coef * tau).
 
     Returns:
         The merged module (or state dict); for methods whose result is one model per task
@@ -98,9 +113,12 @@ def merge(
     """
     if not finetuned:
         raise ValueError("merge needs at least one fine-tuned model")
-    merger = make_method(method, **hyperparameters)
-    if method in SCALED_METHODS and hyperparameters.get("scaling_coef") is None:
+    editing = method == "single_task" and hyperparameters.get("apply_lines")
+    if (method in SCALED_METHODS or editing) and hyperparameters.get("scaling_coef") is None:
         raise ValueError(f"method {method!r} needs scaling_coef=<value> (nothing is swept here)")
+    merger = make_method(method, **hyperparameters)
+    module = pretrained if isinstance(pretrained, nn.Module) else None
+    merger = merger.bind(module, list(finetuned))
     base = _state_dict(pretrained)
     task_vectors = {
         name: TaskVector.from_state_dicts(base, _state_dict(model))

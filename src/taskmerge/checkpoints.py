@@ -114,20 +114,40 @@ def fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
-def check_compatible(
-    state_dict: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor], source: str
+def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Shapes of the tensors of a safetensors file, read from its header (no tensor is loaded)."""
+    with safe_open(str(path), framework="pt") as handle:
+        return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+
+
+def check_shapes(
+    shapes: Mapping[str, tuple[int, ...]],
+    reference: Mapping[str, tuple[int, ...]],
+    source: str,
 ) -> None:
-    """Raise a clear error unless ``state_dict`` has the keys and shapes of ``reference``."""
-    missing = sorted(set(reference) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(reference))
+    """Raise a clear error unless ``shapes`` (name -> shape) has the keys and shapes of
+    ``reference``."""
+    missing = sorted(set(reference) - set(shapes))
+    unexpected = sorted(set(shapes) - set(reference))
     if missing or unexpected:
         raise CheckpointError(
             f"{source} does not match the model: missing keys {missing[:3]}, unexpected keys "
             f"{unexpected[:3]}; was it fine-tuned from another architecture?"
         )
-    for key, tensor in reference.items():
-        if tuple(state_dict[key].shape) != tuple(tensor.shape):
+    for key, shape in reference.items():
+        if tuple(shapes[key]) != tuple(shape):
             raise CheckpointError(
-                f"{source}: tensor {key} has shape {tuple(state_dict[key].shape)}, the model "
-                f"expects {tuple(tensor.shape)}; was it fine-tuned from another architecture?"
+                f"{source}: tensor {key} has shape {tuple(shapes[key])}, the model "
+                f"expects {tuple(shape)}; was it fine-tuned from another architecture?"
             )
+
+
+def check_compatible(
+    state_dict: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor], source: str
+) -> None:
+    """Raise a clear error unless ``state_dict`` has the keys and shapes of ``reference``."""
+    check_shapes(
+        {key: tuple(value.shape) for key, value in state_dict.items()},
+        {key: tuple(value.shape) for key, value in reference.items()},
+        source,
+    )

@@ -19,6 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from taskmerge.data.catalog import resolve_task_specs
 from taskmerge.data.registry import resolve_task_names
 from taskmerge.errors import TaskmergeError
+from taskmerge.merging import MergeMethod, with_lines
+from taskmerge.merging.lines import LINES_KEYS
 from taskmerge.workspace import Settings, Workspace
 
 log = logging.getLogger("taskmerge")
@@ -49,6 +51,14 @@ def instantiate(node: DictConfig, **kwargs: object) -> object:
         if cause is not None:
             raise cause from None
         raise
+
+
+def build_method(node: DictConfig) -> MergeMethod:
+    """Instantiate ``cfg.method``; its LiNeS keys (``apply_lines``, ``tradeoff_target_weight``)
+    wrap the method (:func:`taskmerge.merging.with_lines`) instead of reaching its class."""
+    keys = OmegaConf.to_container(node, resolve=True)
+    options = {key: keys.pop(key) for key in LINES_KEYS if key in keys}
+    return with_lines(instantiate(OmegaConf.create(keys)), **options)
 
 
 def set_default_home(project_root: Path) -> None:

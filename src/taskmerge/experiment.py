@@ -10,8 +10,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from taskmerge.evaluation import normalized_accuracy, select_best, summarize
+from taskmerge.errors import ConfigError
+from taskmerge.evaluation import normalized_accuracy, summarize
 from taskmerge.merging.base import Candidate, MergeMethod
+from taskmerge.merging.selection import Reference, best_index
 from taskmerge.task_vectors import TaskVector
 from taskmerge.tracking import Tracker, plot_sweep, write_results
 from taskmerge.versions import versions
@@ -21,11 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def build_task_vectors(workspace: Workspace) -> dict[str, TaskVector]:
-    """One task vector per task, from the fine-tuned checkpoints."""
+    """One lazy task vector per task: each checkpoint is checked now (header only) and read one
+    tensor at a time by the merge, so memory does not grow with the number of tasks."""
     return {
-        task: TaskVector.from_state_dicts(
-            workspace.pretrained, workspace.finetuned_state_dict(task)
-        )
+        task: TaskVector.lazy(workspace.pretrained, workspace.finetuned_checkpoint(task))
         for task in workspace.task_names
     }
 
@@ -47,6 +48,17 @@ def evaluate_candidate(
     return metrics
 
 
+def zeroshot_accuracies(workspace: Workspace) -> dict[str, dict[str, float]]:
+    """Split (``val``, ``test``) -> task -> top-1 of the pretrained encoder.
+
+    Computed per run, only for methods that need it (as cheap as one sweep point per split).
+    """
+    return {
+        split: {t: workspace.accuracy(workspace.pretrained, t, split) for t in workspace.task_names}
+        for split in ("val", "test")
+    }
+
+
 def run_merge(
     workspace: Workspace,
     method: MergeMethod,
@@ -56,17 +68,25 @@ def run_merge(
 ) -> dict[str, Any]:
     """Merge, sweep the method's hyperparameters on Val, evaluate the chosen one on Test.
 
-    The selection criterion is the mean normalized Val accuracy (merged / fine-tuned top-1 of
-    the same task, both measured here); ties go to the first grid point.
+    The selection criterion is the method's :meth:`~MergeMethod.score`: by default the mean
+    normalized Val accuracy (merged / fine-tuned top-1 of the same task, both measured here);
+    ties go to the first grid point.
     """
     start = time.time()
+    method = method.bind(workspace.bundle.visual, workspace.task_names)
     workspace.ensure_finetuned()
     finetuned = {t: workspace.finetuned_metrics(t) for t in workspace.task_names}
     ft_val = {t: m["val_top1"] for t, m in finetuned.items()}
     ft_test = {t: m["test_top1"] for t, m in finetuned.items()}
+    zeroshot = zeroshot_accuracies(workspace) if method.needs_zeroshot else None
+    reference = {
+        split: Reference(workspace.task_names, ft, zeroshot[split] if zeroshot else None)
+        for split, ft in (("val", ft_val), ("test", ft_test))
+    }
     task_vectors = build_task_vectors(workspace)
 
     curve: list[dict[str, Any]] = []
+    scores: list[float | None] = []
     best_candidate: Candidate | None = None
     per_task_best: tuple[Candidate, dict[str, Any]] | None = None
     candidates = method.candidates(workspace.pretrained, task_vectors)
@@ -74,25 +94,33 @@ def run_merge(
         tqdm(candidates, desc=f"{method.name}: Val sweep", leave=False)
     ):
         metrics = evaluate_candidate(workspace, candidate, "val", ft_val)
+        metrics.update(method.derived_metrics(metrics, "val", reference["val"]))
+        metrics["val/selection_score"] = method.score(metrics)
         curve.append(metrics)
+        scores.append(metrics["val/selection_score"])
         tracker.log(
-            {k: v for k, v in metrics.items() if k != "hyperparameters"}
-            | {f"sweep/{k}": v for k, v in candidate.hyperparameters.items()},
+            _loggable(metrics) | {f"sweep/{k}": v for k, v in candidate.hyperparameters.items()},
             step=step,
         )
         if method.select_per_task:
             per_task_best = _update_per_task_best(per_task_best, candidate, metrics, ft_val)
-        elif select_best([c["val/avg/normalized_top1"] for c in curve]) == len(curve) - 1:
+        elif best_index(scores) == len(scores) - 1:
             best_candidate = candidate  # keep only the best weights in memory
-    if best_candidate is None and per_task_best is None:
+    if not curve:
         raise RuntimeError(f"method {method.name} produced no candidate")
     if method.select_per_task:
-        best_candidate, chosen_val = per_task_best
-        curve_at_choice = chosen_val
+        best_candidate, curve_at_choice = per_task_best
     else:
-        chosen = select_best([c["val/avg/normalized_top1"] for c in curve])
+        chosen = best_index(scores)
+        if chosen is None:
+            raise ConfigError(
+                f"no {method.name} candidate is admissible on Val (e.g. none keeps the control "
+                "accuracy above method.control_threshold): add 0.0 to method.grid or lower the "
+                "threshold"
+            )
         curve_at_choice = curve[chosen]
     test = evaluate_candidate(workspace, best_candidate, "test", ft_test)
+    test.update(method.derived_metrics(test, "test", reference["test"]))
 
     results = {
         "method": method.name,
@@ -110,14 +138,56 @@ def run_merge(
         "seconds": time.time() - start,
         "complete": True,
     }
+    report = _report(method, curve_at_choice, test, reference)
+    if report:
+        results["report"] = report
+    if zeroshot:
+        results["zeroshot"] = {
+            t: {"val_top1": zeroshot["val"][t], "test_top1": zeroshot["test"][t]}
+            for t in workspace.task_names
+        }
     write_results(results, run_dir)
-    plot_sweep(curve, "scaling_coef", Path(run_dir) / "sweep.png", f"{method.name} on Val")
-    tracker.log({k: v for k, v in test.items() if k != "hyperparameters"})
+    key = _swept_key(curve)
+    plot_sweep(curve, key, Path(run_dir) / "sweep.png", f"{method.name} on Val")
+    tracker.log(_loggable(test))
     tracker.summary(
-        {k: v for k, v in test.items() if k != "hyperparameters"}
+        _loggable(test)
         | {f"chosen/{k}": v for k, v in best_candidate.hyperparameters.items()}
+        | {
+            f"zeroshot/{split}/{t}/top1": acc
+            for split, per_task in (zeroshot or {}).items()
+            for t, acc in per_task.items()
+        }
     )
     return results
+
+
+def _loggable(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The metrics a tracker takes: no hyperparameters, no inadmissible (None) scores."""
+    return {k: v for k, v in metrics.items() if k != "hyperparameters" and v is not None}
+
+
+def _report(
+    method: MergeMethod,
+    val: Mapping[str, Any],
+    test: Mapping[str, Any],
+    reference: Mapping[str, Reference],
+) -> dict[str, Any]:
+    """The method's details and derived metrics at the chosen point (e.g. target vs control)."""
+    report: dict[str, Any] = dict(method.details())
+    for split, metrics in (("val", val), ("test", test)):
+        derived = method.derived_metrics(metrics, split, reference[split])
+        if derived:
+            report[split] = {k.removeprefix(f"{split}/"): v for k, v in derived.items()}
+    return report
+
+
+def _swept_key(curve: list[dict[str, Any]]) -> str:
+    """The first hyperparameter that varies along the sweep (what the plot's x-axis shows)."""
+    for key in curve[0]["hyperparameters"]:
+        if len({repr(c["hyperparameters"].get(key)) for c in curve}) > 1:
+            return key
+    return "scaling_coef"
 
 
 def _update_per_task_best(

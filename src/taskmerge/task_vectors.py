@@ -3,6 +3,11 @@
 Ilharco et al., "Editing Models with Task Arithmetic" (arXiv:2212.04089). Vectors add, subtract,
 negate and scale; the scaling coefficient is applied once, at the end, by :meth:`apply_to`.
 Only floating-point tensors take part (integer buffers such as position ids are not weights).
+
+A task vector is either in memory (a dict of tensors) or lazy (:meth:`TaskVector.lazy`: a
+:class:`~taskmerge.lazy_vectors.LazyTaskVector` that reads one tensor per lookup from the
+checkpoint). Merge methods read ``tv.vector[name]`` tensor by tensor, so both work the same way;
+the operators below build in-memory vectors.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import torch
 from torch import nn
 
 from taskmerge.checkpoints import StateDict, check_compatible, load_state_dict
+from taskmerge.lazy_vectors import LazyTaskVector, Pretrained
 
 
 def _is_weight(tensor: torch.Tensor) -> bool:
@@ -22,10 +28,15 @@ def _is_weight(tensor: torch.Tensor) -> bool:
 
 
 class TaskVector:
-    """A mapping from parameter name to the tensor ``theta_finetuned - theta_pretrained``."""
+    """A mapping from parameter name to the tensor ``theta_finetuned - theta_pretrained``.
+
+    ``vector`` is copied when it is a dict; any other mapping (e.g. a lazy one) is kept as is.
+    """
 
     def __init__(self, vector: Mapping[str, torch.Tensor]) -> None:
-        self.vector: StateDict = dict(vector)
+        self.vector: Mapping[str, torch.Tensor] = (
+            dict(vector) if isinstance(vector, dict) else vector
+        )
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -53,6 +64,18 @@ class TaskVector:
             return cls.from_state_dicts(base, tuned)
         except Exception as exc:
             raise type(exc)(f"{finetuned}: {exc}") from exc
+
+    @classmethod
+    def lazy(cls, pretrained: Pretrained, finetuned: str | Path) -> TaskVector:
+        """A task vector read one tensor at a time from a safetensors checkpoint (keys and shapes
+        checked from the headers now; tensors read on use). ``pretrained``: a state dict in
+        memory or a safetensors file."""
+        return cls(LazyTaskVector(finetuned, pretrained))
+
+    @property
+    def is_lazy(self) -> bool:
+        """Whether the tensors are read from disk on use."""
+        return isinstance(self.vector, LazyTaskVector)
 
     # ---------------------------------------------------------------- algebra
     def _combine(self, other: TaskVector, op) -> TaskVector:  # noqa: ANN001
@@ -102,7 +125,9 @@ class TaskVector:
         return total ** (1.0 / p)
 
     def numel(self) -> int:
-        """Number of scalar entries."""
+        """Number of scalar entries (from the headers for a lazy vector: nothing is read)."""
+        if isinstance(self.vector, LazyTaskVector):
+            return sum(self.vector.shape(key).numel() for key in self.vector)
         return sum(v.numel() for v in self.vector.values())
 
     # ---------------------------------------------------------------- application

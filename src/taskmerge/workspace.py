@@ -17,11 +17,13 @@ from taskmerge.checkpoints import (
     METRICS_FILE,
     StateDict,
     check_compatible,
+    check_shapes,
     fingerprint,
     load_state_dict,
     read_metadata,
     save_state_dict,
     task_dir,
+    tensor_shapes,
     write_json,
 )
 from taskmerge.data.catalog import is_demo_task
@@ -177,11 +179,17 @@ class Workspace:
                 "paths.checkpoints to where they are"
             )
 
-    def finetuned_state_dict(self, task: str) -> StateDict:
-        """One task's fine-tuned encoder, checked to come from these pretrained weights."""
+    def finetuned_checkpoint(self, task: str) -> Path:
+        """The path of one task's fine-tuned checkpoint, checked (from its header only: keys,
+        shapes, pretrained fingerprint) to come from these pretrained weights."""
         path = self.checkpoint_dir(task) / FINETUNED_FILE
-        state = load_state_dict(path)
-        check_compatible(state, self.pretrained, str(path))
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint not found: {path}")
+        check_shapes(
+            tensor_shapes(path),
+            {key: tuple(value.shape) for key, value in self.pretrained.items()},
+            str(path),
+        )
         origin = read_metadata(path).get("pretrained_fingerprint")
         if origin and origin != self.pretrained_fingerprint:
             raise CheckpointError(
@@ -189,6 +197,13 @@ class Workspace:
                 f"expected {self.pretrained_fingerprint}): re-run finetune.py for {task} or point "
                 "paths.checkpoints elsewhere"
             )
+        return path
+
+    def finetuned_state_dict(self, task: str) -> StateDict:
+        """One task's fine-tuned encoder, checked to come from these pretrained weights."""
+        path = self.finetuned_checkpoint(task)
+        state = load_state_dict(path)
+        check_compatible(state, self.pretrained, str(path))
         return state
 
     def finetuned_metrics(self, task: str) -> dict[str, float]:

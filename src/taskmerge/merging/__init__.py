@@ -10,13 +10,16 @@ from taskmerge.merging.arithmetic import (
     weight_average,
 )
 from taskmerge.merging.base import Candidate, MergeMethod
+from taskmerge.merging.lines import LiNeS, with_lines
 from taskmerge.merging.masks import Consensus, MagnitudeMasking, TallMask
+from taskmerge.merging.negation import TaskNegation
 from taskmerge.merging.ties import Ties, ties_merge
 from taskmerge.merging.tsv import TSVCompress, TSVMerge, tsv_merge
 
 __all__ = [
     "Candidate",
     "Consensus",
+    "LiNeS",
     "MagnitudeMasking",
     "MergeMethod",
     "SingleTask",
@@ -24,6 +27,7 @@ __all__ = [
     "TSVMerge",
     "TallMask",
     "TaskArithmetic",
+    "TaskNegation",
     "Ties",
     "WeightAverage",
     "ZeroShot",
@@ -31,4 +35,5 @@ __all__ = [
     "ties_merge",
     "tsv_merge",
     "weight_average",
+    "with_lines",
 ]

@@ -7,17 +7,27 @@ from typing import Any
 
 from taskmerge.errors import ConfigError
 from taskmerge.merging.base import Candidate, MergeMethod
+from taskmerge.merging.tensorwise import each_parameter, parameter_names, running_sum
 from taskmerge.task_vectors import TaskVector
 
 
 def task_arithmetic(task_vectors: Sequence[TaskVector]) -> TaskVector:
-    """Sum of the task vectors (Ilharco et al., arXiv:2212.04089)."""
-    return sum(task_vectors)  # type: ignore[return-value]
+    """Sum of the task vectors (Ilharco et al., arXiv:2212.04089), tensor by tensor, streaming
+    over the tasks (in memory or lazy) in order."""
+    vectors = [tv.vector for tv in task_vectors]
+    return TaskVector(
+        {
+            name: running_sum(v[name] for v in vectors)
+            for name in each_parameter(parameter_names(vectors))
+        }
+    )
 
 
 def weight_average(task_vectors: Sequence[TaskVector]) -> TaskVector:
     """Mean of the task vectors: theta0 + mean(tau) is the average of the fine-tuned weights."""
-    return task_arithmetic(task_vectors) / len(task_vectors)
+    summed = task_arithmetic(task_vectors)
+    scale = 1.0 / len(task_vectors)
+    return TaskVector({name: tensor.mul_(scale) for name, tensor in summed.vector.items()})
 
 
 class ZeroShot(MergeMethod):

@@ -1,4 +1,10 @@
-"""The merge-method interface: a method turns task vectors into candidate encoders."""
+"""The merge-method interface: a method turns task vectors into candidate encoders.
+
+Besides ``merge`` / ``candidates``, a method has three hooks the experiment calls:
+:meth:`MergeMethod.bind` (read the model's structure and the task list before any long work),
+:meth:`MergeMethod.derived_metrics` (extra metrics of an evaluated candidate) and
+:meth:`MergeMethod.score` (the Val criterion; default: mean normalized accuracy).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import nn
+
 from taskmerge.checkpoints import StateDict
+from taskmerge.merging.selection import Reference
 from taskmerge.task_vectors import TaskVector
 
 
@@ -43,6 +52,8 @@ class MergeMethod:
     #: Choose the hyperparameter per task on that task's own Val split (TALL masks), instead of
     #: one value for all tasks by the mean normalized accuracy.
     select_per_task = False
+    #: The selection rule or the report needs the pretrained encoder's accuracies.
+    needs_zeroshot = False
 
     def __init__(self, scaling_coef: float | None = None, grid: Sequence[float] | None = None):
         self.scaling_coef = scaling_coef
@@ -55,6 +66,29 @@ class MergeMethod:
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:
         """Combine the task vectors into one (before scaling)."""
         raise NotImplementedError
+
+    def bind(self, encoder: nn.Module | None, tasks: Sequence[str]) -> MergeMethod:
+        """Check the method against the model and the task list; return the method to run.
+
+        Called before any long work. ``encoder`` is the module whose state dict is merged
+        (None when only state dicts are known). The default needs neither.
+        """
+        return self
+
+    def derived_metrics(
+        self, metrics: Mapping[str, Any], split: str, reference: Reference
+    ) -> dict[str, float]:
+        """Extra metrics of an evaluated candidate (e.g. target vs control); default none."""
+        return {}
+
+    def score(self, metrics: Mapping[str, Any]) -> float | None:
+        """The Val criterion maximised by the sweep (ties: first grid point); None excludes the
+        candidate. Default: the mean normalized accuracy."""
+        return metrics["val/avg/normalized_top1"]
+
+    def details(self) -> dict[str, Any]:
+        """What the results JSON should record about the method beyond its hyperparameters."""
+        return {}
 
     def candidates(
         self, pretrained: Mapping[str, Any], task_vectors: Mapping[str, TaskVector]

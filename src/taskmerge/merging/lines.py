@@ -11,7 +11,16 @@ blocks come from the model's structure (:func:`find_residual_blocks`), so any de
 * Multi-task: ``alpha = (||sum_t tau_t||_1 / ||tau_merged||_1) / T``, ``beta`` swept on the
   method's grid, then applied at coefficient 1 (:func:`multitask_alpha`).
 * Single-task editing: ``alpha`` in 1.0, 0.9, ..., 0.0 and ``beta = 1 - alpha``
-  (:func:`editing_grid`).
+  (:func:`editing_grid`), chosen on Val by ``w * target normalized + control normalized``
+  (``w = tradeoff_target_weight``, 2.0; control accuracies normalized by their zero-shot ones),
+  ties to the first grid point, i.e. the larger alpha (reference ``find_optimal_coef_tradeoff``).
+
+Which methods take ``apply_lines``: those whose result is one merged task vector applied with a
+coefficient (:data:`MULTITASK_METHODS`, plus ``single_task`` for editing). As in the reference,
+where ``apply_lines`` is ignored whenever evaluation masks are used, the per-task methods
+(``tall_mask``, ``mag_masking``, ``TSVC``) and ``zeroshot`` / ``negation`` refuse it.
+``average`` takes it with beta = 1 (its only coefficient), which is the reference's
+``average`` (alpha = beta = 1/T on the sum).
 """
 
 from __future__ import annotations
@@ -22,7 +31,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from taskmerge.errors import ConfigError
 from taskmerge.merging.base import Candidate, MergeMethod
+from taskmerge.merging.selection import (
+    Reference,
+    target_and_controls,
+    target_control_metrics,
+    tradeoff_score,
+)
 from taskmerge.task_vectors import TaskVector
 
 Vector = Mapping[str, torch.Tensor]
@@ -131,31 +147,72 @@ def editing_grid() -> list[tuple[float, float]]:
     return [(round(1 - i / 10, 10), round(i / 10, 10)) for i in range(11)]
 
 
+#: Methods (classes exported by :mod:`taskmerge.merging`) LiNeS wraps in multi-task mode: one
+#: merged vector applied with a coefficient.
+MULTITASK_METHODS = ("TaskArithmetic", "WeightAverage", "Ties", "Consensus", "TSVMerge")
+#: Methods LiNeS wraps in single-task editing mode.
+EDITING_METHODS = ("SingleTask",)
+#: The YAML keys of the LiNeS option. They sit in the method's config but belong to the LiNeS
+#: wrapper (:func:`with_lines`), not to the method's class.
+LINES_KEYS = ("apply_lines", "tradeoff_target_weight")
+
+
 class LiNeS(MergeMethod):
-    """LiNeS applied to any merge method (arXiv:2410.17146).
+    """LiNeS applied to another merge method (arXiv:2410.17146).
+
+    The residual blocks come from the model: pass ``block_index`` / ``num_blocks`` (from
+    :func:`block_index_map` / :func:`find_residual_blocks`), or call :meth:`bind` with the
+    module whose state dict is merged.
 
     Args:
         method: The method whose merged task vector is scaled.
         block_index: From :func:`block_index_map` on the merged model.
         num_blocks: L, from :func:`find_residual_blocks` (never hard-coded).
-        editing: Single-task editing (alpha 1.0..0.0, beta = 1 - alpha) instead of multi-task
-            (alpha from the norms, beta swept over ``grid``).
-        grid: The betas tried in multi-task mode (the method's own grid).
+        editing: Single-task editing (alpha chosen, beta = 1 - alpha) instead of multi-task
+            (alpha from the norms, beta swept).
+        grid: Multi-task: the betas (default: the method's coefficients, i.e. its fixed
+            ``scaling_coef`` or its grid). Editing: the alphas (default 1.0, 0.9, ..., 0.0).
+        tradeoff_target_weight: Editing only: w in the Val criterion.
     """
-
-    name = "lines"
 
     def __init__(
         self,
         method: MergeMethod,
-        block_index: Mapping[str, int | None],
-        num_blocks: int,
+        block_index: Mapping[str, int | None] | None = None,
+        num_blocks: int | None = None,
         editing: bool = False,
         grid: Sequence[float] | None = None,
+        tradeoff_target_weight: float = 2.0,
     ) -> None:
-        super().__init__(scaling_coef=None, grid=grid or method.grid)
+        if grid is None:
+            grid = [alpha for alpha, _ in editing_grid()] if editing else method.coefficients()
+        super().__init__(scaling_coef=None, grid=grid)
         self.method, self.block_index, self.num_blocks = method, block_index, num_blocks
-        self.editing = editing
+        self.editing, self.tradeoff_target_weight = editing, tradeoff_target_weight
+        self.name = f"{method.name}+lines"
+        self.block_path: str | None = None
+
+    @property
+    def needs_zeroshot(self) -> bool:  # type: ignore[override]
+        """Editing normalizes the control tasks by their zero-shot accuracy."""
+        return self.editing or self.method.needs_zeroshot
+
+    def bind(self, encoder: nn.Module | None, tasks: Sequence[str]) -> MergeMethod:
+        """Read the residual blocks from ``encoder`` (the module whose state dict is merged)."""
+        self.method = self.method.bind(encoder, tasks)
+        if self.editing:
+            target_and_controls(tasks, self.method.task_index)  # type: ignore[attr-defined]
+        if encoder is None:
+            raise ConfigError(
+                "apply_lines needs the model's structure to find its residual blocks: pass the "
+                "pretrained model as an nn.Module, not a state dict"
+            )
+        try:
+            self.block_path, self.num_blocks = find_residual_blocks(encoder)
+        except ValueError as exc:
+            raise ConfigError(f"{exc}: this model cannot take apply_lines=true") from None
+        self.block_index = block_index_map(encoder)
+        return self
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
         return self.method.merge(task_vectors)
@@ -163,7 +220,7 @@ class LiNeS(MergeMethod):
     def pairs(self, task_vectors: Mapping[str, TaskVector], merged: TaskVector) -> list[tuple]:
         """The ``(alpha, beta)`` pairs tried."""
         if self.editing:
-            return editing_grid()
+            return [(alpha, round(1.0 - alpha, 10)) for alpha in self.grid]
         vectors = [tv.vector for tv in task_vectors.values()]
         alpha = multitask_alpha(vectors, merged.vector)
         return [(alpha, beta) for beta in self.grid]
@@ -171,8 +228,66 @@ class LiNeS(MergeMethod):
     def candidates(
         self, pretrained: Mapping[str, Any], task_vectors: Mapping[str, TaskVector]
     ) -> Iterator[Candidate]:  # noqa: D102
-        merged = self.merge(task_vectors)
+        if self.block_index is None or self.num_blocks is None:
+            raise ValueError("LiNeS needs block_index and num_blocks: call bind(encoder, tasks)")
+        merged = TaskVector(dict(self.merge(task_vectors).vector))  # read a lazy vector once
         for alpha, beta in self.pairs(task_vectors, merged):
             scaled = lines_scale(merged.vector, self.block_index, self.num_blocks, alpha, beta)
             state = TaskVector(scaled).apply_to_state_dict(pretrained, 1.0)
             yield Candidate({"alpha": alpha, "beta": beta}, state)
+
+    def derived_metrics(
+        self, metrics: Mapping[str, Any], split: str, reference: Reference
+    ) -> dict[str, float]:
+        """Editing: target vs control metrics and the trade-off; else the method's own."""
+        if not self.editing:
+            return self.method.derived_metrics(metrics, split, reference)
+        target, controls = target_and_controls(reference.tasks, self.method.task_index)  # type: ignore[attr-defined]
+        out = target_control_metrics(metrics, split, target, controls, reference)
+        out[f"{split}/tradeoff"] = tradeoff_score(out, split, self.tradeoff_target_weight)
+        return out
+
+    def score(self, metrics: Mapping[str, Any]) -> float | None:
+        """Editing: the trade-off on Val; multi-task: the method's criterion."""
+        return metrics["val/tradeoff"] if self.editing else self.method.score(metrics)
+
+    def details(self) -> dict[str, Any]:  # noqa: D102
+        lines = {
+            "mode": "editing" if self.editing else "multitask",
+            "num_blocks": self.num_blocks,
+            "block_path": self.block_path,
+        }
+        if self.editing:
+            lines["tradeoff_target_weight"] = self.tradeoff_target_weight
+        return {"lines": lines, **self.method.details()}
+
+
+def with_lines(
+    method: MergeMethod,
+    apply_lines: bool = False,
+    tradeoff_target_weight: float = 2.0,
+    grid: Sequence[float] | None = None,
+) -> MergeMethod:
+    """The method itself, or wrapped by LiNeS when ``apply_lines`` (call ``bind`` before use).
+
+    Raises:
+        ConfigError: ``apply_lines`` on a method LiNeS cannot scale (see the module docstring).
+    """
+    if not apply_lines:
+        return method
+    if _is_one_of(method, EDITING_METHODS + MULTITASK_METHODS):
+        editing = _is_one_of(method, EDITING_METHODS)
+        return LiNeS(
+            method, editing=editing, grid=grid, tradeoff_target_weight=tradeoff_target_weight
+        )
+    raise ConfigError(
+        f"method {method.name} does not take apply_lines: LiNeS scales one merged task vector "
+        "(sum, average, ties, consensus, TSVM, TSVM_2; single_task for editing); drop "
+        "method.apply_lines"
+    )
+
+
+def _is_one_of(method: MergeMethod, names: Sequence[str]) -> bool:
+    from taskmerge import merging  # the package imports this module
+
+    return isinstance(method, tuple(getattr(merging, name) for name in names))

@@ -24,9 +24,13 @@ reference formula does. Unlike the reference, ``0 < k < 1`` is a percentage here
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
+import numpy as np
 import torch
+
+from taskmerge.errors import ConfigError
+from taskmerge.merging.tensorwise import release_memory
 
 TensorSource = Callable[[], Iterable[torch.Tensor]] | Iterable[torch.Tensor]
 
@@ -55,15 +59,16 @@ def _tensors(source: TensorSource) -> Iterator[torch.Tensor]:
     return iterator
 
 
-def _abs_bits(tensor: torch.Tensor, width: int) -> torch.Tensor:
-    """Bit patterns of ``|tensor|`` as non-negative int64 (ordered like the magnitudes)."""
+def _abs_bits(tensor: torch.Tensor, width: int, check_nan: bool = True) -> torch.Tensor:
+    """Bit patterns of ``|tensor|`` as non-negative int32 (width 32) or int64 (width 64),
+    ordered like the magnitudes (``abs`` clears the sign bit)."""
     if width == 64:
         bits = tensor.detach().to(torch.float64).abs().reshape(-1).view(torch.int64)
         nan_floor = 0x7FF0000000000000
     else:
-        bits = tensor.detach().to(torch.float32).abs().reshape(-1).view(torch.int32).long()
+        bits = tensor.detach().to(torch.float32).abs().reshape(-1).view(torch.int32)
         nan_floor = 0x7F800000
-    if bool((bits > nan_floor).any()):
+    if check_nan and bool((bits > nan_floor).any()):
         raise ValueError("magnitude threshold: the tensors contain NaN")
     return bits
 
@@ -74,15 +79,20 @@ def _histogram(source: TensorSource, width: int, level: int, prefix: int) -> tor
     Returns None when ``width`` is 32 and a float64 tensor turns up (the caller restarts at 64).
     """
     shift = width - _DIGIT_BITS * (level + 1)
-    hist = torch.zeros(_BINS, dtype=torch.int64)
+    hist = np.zeros(_BINS, dtype=np.int64)
     for tensor in _tensors(source):
         if width == 32 and tensor.dtype == torch.float64:
             return None
-        bits = _abs_bits(tensor, width)
+        bits = _abs_bits(tensor, width, check_nan=level == 0)
         if level:
             bits = bits[(bits >> (shift + _DIGIT_BITS)) == prefix]
-        hist += torch.bincount((bits >> shift) & (_BINS - 1), minlength=_BINS).cpu()
-    return hist
+            digits = (bits >> shift) & (_BINS - 1) if shift else bits & (_BINS - 1)
+        else:
+            digits = bits >> shift  # the sign bit is clear: already < _BINS
+        hist += np.bincount(digits.cpu().numpy(), minlength=_BINS)
+        del tensor, bits, digits
+        release_memory()
+    return torch.from_numpy(hist)
 
 
 def _bits_to_float(bits: int, width: int) -> float:
@@ -141,3 +151,32 @@ def magnitude_threshold(tensors: TensorSource, k_percent: float) -> float:
     """
     kept_count(0, k_percent)  # validates k before any pass over the tensors
     return _select(tensors, lambda total: threshold_rank(total, k_percent))
+
+
+TRIM_SCOPES = ("global", "tensor")
+
+
+def trim_thresholds(
+    vector: Mapping[str, torch.Tensor], k: float, scope: str = "global"
+) -> dict[str, float]:
+    """Per-parameter magnitude thresholds keeping the top ``k``% entries of one task vector.
+
+    The vector is read tensor by tensor (twice for ``"global"``: the radix select's two passes),
+    so a lazy vector is never held whole. ``k = 100`` keeps everything: threshold 0.0, no read.
+
+    Args:
+        vector: Parameter name -> tensor (one task vector; in memory or lazy).
+        k: Percentage kept, in [0, 100].
+        scope: ``"global"``: one threshold over the whole vector (the references);
+            ``"tensor"``: the top ``k``% of each tensor separately (cheaper variant).
+    """
+    if scope not in TRIM_SCOPES:
+        raise ConfigError(f"trim_scope must be one of {TRIM_SCOPES}, got {scope!r}")
+    kept_count(0, k)  # validates k
+    names = list(vector)
+    if k == 100:
+        return dict.fromkeys(names, 0.0)
+    if scope == "global":
+        threshold = magnitude_threshold(lambda: (vector[name] for name in names), k)
+        return dict.fromkeys(names, threshold)
+    return {name: magnitude_threshold([vector[name]], k) for name in names}

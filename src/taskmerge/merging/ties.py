@@ -13,6 +13,12 @@ which agree:
    0, the still-zero entries take the negative values, as in the reference): ``agg="mean"``
    divides the sum by the agreeing count (at least 1), ``agg="sum"`` does not.
 
+Memory: nothing holds more than one parameter at a time. The trim thresholds come from the exact
+radix select of :mod:`taskmerge.merging.streaming` (two passes over each task's tensors); the
+majority sign takes one more pass; the merge streams over the tasks with five running buffers
+(:class:`DisjointAccumulator`) instead of a tasks x entries stack. In-memory and lazy task
+vectors run the same code.
+
 Then theta0 + alpha * tau. Defaults: the paper and LiNeS (``wang-kee/LiNeS`` ``ties.yaml``) use
 k=20, agg="mean" (the defaults here); ``nik-dim/tall_masks`` ``ties.yaml`` uses k=100 (no trim)
 with dis-mean; TALL/Consensus build their multi-task vector with k=20, agg="sum".
@@ -20,27 +26,36 @@ with dis-mean; TALL/Consensus build their multi-task vector with k=20, agg="sum"
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 
 from taskmerge.errors import ConfigError
 from taskmerge.merging.base import MergeMethod
-from taskmerge.merging.masks import trim_thresholds
+from taskmerge.merging.streaming import trim_thresholds
+from taskmerge.merging.tensorwise import each_parameter, parameter_names, running_sum
 from taskmerge.task_vectors import TaskVector
 
 Vector = Mapping[str, torch.Tensor]
 AGGREGATIONS = ("mean", "sum")
 
 
+def _check_agg(agg: str) -> None:
+    if agg not in AGGREGATIONS:
+        raise ConfigError(f"TIES agg must be one of {AGGREGATIONS}, got {agg!r}")
+
+
 def trim_tensor(tau: torch.Tensor, threshold: float) -> torch.Tensor:
     """Zero the entries with ``|tau| < threshold`` (entries at the threshold are kept)."""
+    if threshold <= 0:  # keeps every entry: no copy
+        return tau
     return tau * (tau.abs() >= threshold)
 
 
-def elect_sign(trimmed: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``sign(sum_t trimmed_t)``; exact zeros stay 0 (see :func:`resolve_zero_signs`)."""
-    return torch.sign(torch.stack(list(trimmed)).sum(0))
+def elect_sign(trimmed: Iterable[torch.Tensor]) -> torch.Tensor:
+    """``sign(sum_t trimmed_t)``, summed in task order; exact zeros stay 0 (see
+    :func:`resolve_zero_signs`)."""
+    return torch.sign(running_sum(trimmed))
 
 
 def resolve_zero_signs(sign: torch.Tensor, majority: float) -> torch.Tensor:
@@ -48,39 +63,101 @@ def resolve_zero_signs(sign: torch.Tensor, majority: float) -> torch.Tensor:
     return torch.where(sign == 0, torch.full_like(sign, majority), sign)
 
 
-def disjoint_merge(trimmed: Sequence[torch.Tensor], sign: torch.Tensor, agg: str) -> torch.Tensor:
+class DisjointAccumulator:
+    """Streams the trimmed tensors of one parameter, one task at a time, keeping five running
+    buffers (total, positive and negative sums and counts) instead of the tasks x entries stack.
+
+    :meth:`result` then gives the disjoint merge for the elected sign: entries agreeing with
+    ``sign`` (``where(sign > 0, tau > 0, tau < 0)``, so a still-zero sign takes the negatives, as
+    the reference) are summed, and divided by their count (at least 1) for ``agg="mean"``.
+    """
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | None = None
+        self._pos = self._neg = self._n_pos = self._n_neg = None
+
+    def add(self, trimmed: torch.Tensor) -> None:
+        """Add one task's trimmed tensor."""
+        if self.total is None:
+            self.total = trimmed.clone()
+            self._pos, self._neg = trimmed.clamp(min=0), trimmed.clamp(max=0)
+            self._n_pos = (trimmed > 0).to(torch.int32)
+            self._n_neg = (trimmed < 0).to(torch.int32)
+            return
+        self.total.add_(trimmed)
+        self._pos.add_(trimmed.clamp(min=0))
+        self._neg.add_(trimmed.clamp(max=0))
+        self._n_pos.add_(trimmed > 0)
+        self._n_neg.add_(trimmed < 0)
+
+    def result(self, sign: torch.Tensor, agg: str) -> torch.Tensor:
+        """The disjoint sum or mean of the entries agreeing with ``sign``."""
+        _check_agg(agg)
+        if self.total is None:
+            raise ValueError("no tensors were added")
+        up = sign > 0
+        selected = torch.where(up, self._pos, self._neg)
+        if agg == "sum":
+            return selected
+        count = torch.where(up, self._n_pos, self._n_neg).clamp(min=1)
+        return selected / count.to(selected.dtype)
+
+
+def disjoint_merge(trimmed: Iterable[torch.Tensor], sign: torch.Tensor, agg: str) -> torch.Tensor:
     """Sum (``agg="sum"``) or mean (``agg="mean"``) of the entries agreeing with ``sign``."""
-    if agg not in AGGREGATIONS:
-        raise ConfigError(f"TIES agg must be one of {AGGREGATIONS}, got {agg!r}")
-    stacked = torch.stack(list(trimmed))
-    agree = torch.where(sign.unsqueeze(0) > 0, stacked > 0, stacked < 0)
-    selected = stacked * agree
-    total = selected.sum(0)
-    if agg == "sum":
-        return total
-    return total / agree.sum(0).clamp(min=1).to(total.dtype)
+    _check_agg(agg)
+    accumulator = DisjointAccumulator()
+    for tensor in trimmed:
+        accumulator.add(tensor)
+    return accumulator.result(sign, agg)
 
 
 def ties_merge_tensor(
-    taus: Sequence[torch.Tensor],
-    thresholds: Sequence[float],
+    taus: Iterable[torch.Tensor],
+    thresholds: Iterable[float],
     majority: float,
     agg: str = "mean",
 ) -> torch.Tensor:
-    """TIES on one parameter tensor, given each task's trim threshold and the majority sign."""
-    trimmed = [trim_tensor(tau, thr) for tau, thr in zip(taus, thresholds, strict=True)]
-    sign = resolve_zero_signs(elect_sign(trimmed), majority)
-    return disjoint_merge(trimmed, sign, agg)
+    """TIES on one parameter tensor, given each task's trim threshold and the majority sign.
+
+    ``taus`` is consumed once, one tensor at a time (it may be a generator of lazy reads).
+    """
+    _check_agg(agg)
+    accumulator = DisjointAccumulator()
+    for tau, threshold in zip(taus, thresholds, strict=True):
+        accumulator.add(trim_tensor(tau, threshold))
+    sign = resolve_zero_signs(torch.sign(accumulator.total), majority)
+    return accumulator.result(sign, agg)
+
+
+def _trimmed(
+    vectors: Sequence[Vector], thresholds: Sequence[Mapping[str, float]], name: str
+) -> Iterable[torch.Tensor]:
+    return (trim_tensor(v[name], thr[name]) for v, thr in zip(vectors, thresholds, strict=True))
 
 
 def majority_sign(vectors: Sequence[Vector], thresholds: Sequence[Mapping[str, float]]) -> float:
     """``sign(sum over all entries of sign(sum_t trimmed tau_t))``, one tensor at a time."""
     balance = 0
-    pairs = list(zip(vectors, thresholds, strict=True))
-    for name in vectors[0]:
-        trimmed = [trim_tensor(v[name], thr[name]) for v, thr in pairs]
-        balance += int(elect_sign(trimmed).to(torch.int64).sum())
+    for name in each_parameter(parameter_names(vectors)):
+        balance += int(elect_sign(_trimmed(vectors, thresholds, name)).to(torch.int64).sum())
     return float((balance > 0) - (balance < 0))
+
+
+def ties_tensors(
+    vectors: Sequence[Vector], k: float = 20, agg: str = "mean", trim_scope: str = "global"
+) -> Callable[[str], torch.Tensor]:
+    """Prepare TIES (the global passes: trim thresholds, majority sign) and return
+    ``name -> merged tensor``, computed on call by streaming over the tasks."""
+    _check_agg(agg)
+    thresholds = [trim_thresholds(v, k, trim_scope) for v in vectors]
+    majority = majority_sign(vectors, thresholds)
+
+    def merged(name: str) -> torch.Tensor:
+        taus = (v[name] for v in vectors)
+        return ties_merge_tensor(taus, [thr[name] for thr in thresholds], majority, agg)
+
+    return merged
 
 
 def ties_merge(
@@ -88,8 +165,11 @@ def ties_merge(
 ) -> dict[str, torch.Tensor]:
     """TIES-merge task vectors (parameter name -> tensor), tensor by tensor.
 
+    Every task vector is read tensor by tensor: twice for its global trim threshold (k < 100),
+    once for the majority sign and once for the merge; no tasks x parameters stack is built.
+
     Args:
-        vectors: One mapping per task, all with the same parameter names.
+        vectors: One mapping per task (in memory or lazy), all with the same parameter names.
         k: Percentage of each task's entries kept by the trim (100: no trim).
         agg: ``"mean"`` (paper, LiNeS) or ``"sum"`` (TALL/Consensus' multi-task vector).
         trim_scope: ``"global"`` (reference: whole task vector) or ``"tensor"``.
@@ -97,16 +177,8 @@ def ties_merge(
     Returns:
         The merged vector, before the scaling coefficient.
     """
-    if agg not in AGGREGATIONS:
-        raise ConfigError(f"TIES agg must be one of {AGGREGATIONS}, got {agg!r}")
-    thresholds = [trim_thresholds(v, k, trim_scope) for v in vectors]
-    majority = majority_sign(vectors, thresholds)
-    return {
-        name: ties_merge_tensor(
-            [v[name] for v in vectors], [thr[name] for thr in thresholds], majority, agg
-        )
-        for name in vectors[0]
-    }
+    merged = ties_tensors(vectors, k, agg, trim_scope)
+    return {name: merged(name) for name in each_parameter(parameter_names(vectors))}
 
 
 class Ties(MergeMethod):

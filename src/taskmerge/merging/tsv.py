@@ -20,18 +20,33 @@ Read from ``AntoAndGar/task_singular_vectors`` (``src/utils/TSVM_utils.py``,
   permutes columns consistently and is skipped.
 * TSVC: per task, a rank-r reconstruction ``U_r diag(S_r) V_r^T`` of each 2-D tensor; the task is
   evaluated with theta0 + its reconstruction at coefficient 1 (no sweep).
+
+Memory: one matrix at a time; the tasks' matrices are decomposed one after the other and only
+their top-r factors kept, so the concatenated factors are ``m x (T r)`` and ``n x (T r)`` with
+``T r <= min(m, n)``, whatever T. Wide matrices are decomposed through their transpose (the same
+factors, about twice as fast in LAPACK).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 
 from taskmerge.errors import ConfigError
 from taskmerge.merging.base import Candidate, MergeMethod
+from taskmerge.merging.tensorwise import (
+    DerivedStateDict,
+    column,
+    each_parameter,
+    parameter_names,
+    release_memory,
+    running_sum,
+    shape_of,
+)
 from taskmerge.task_vectors import TaskVector
 
 Vector = Mapping[str, torch.Tensor]
@@ -39,9 +54,10 @@ ORTHOGONALIZATIONS = ("polar", "whiten")
 EXCLUDED_NAME = "text_projection"
 
 
-def is_svd_target(name: str, tensor: torch.Tensor) -> bool:
-    """Whether TSV-M decomposes this tensor: 2-D and not a ``text_projection``."""
-    return tensor.ndim == 2 and EXCLUDED_NAME not in name
+def is_svd_target(name: str, tensor: torch.Tensor | torch.Size) -> bool:
+    """Whether TSV-M decomposes this tensor (or shape): 2-D and not a ``text_projection``."""
+    ndim = len(tensor) if isinstance(tensor, torch.Size) else tensor.ndim
+    return ndim == 2 and EXCLUDED_NAME not in name
 
 
 def task_rank(shape: Sequence[int], num_tasks: int, sv_reduction: float | None = None) -> int:
@@ -53,7 +69,19 @@ def task_rank(shape: Sequence[int], num_tasks: int, sv_reduction: float | None =
 
 
 def truncated_svd(tensor: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-``r`` ``(U, S, Vh)`` of ``tensor``: ``U diag(S) Vh`` is its best rank-r approximation."""
+    """Top-``r`` ``(U, S, Vh)`` of ``tensor``: ``U diag(S) Vh`` is its best rank-r approximation.
+
+    The factors are copies: the full decomposition is freed on return.
+    """
+    u, s, vh = _top_factors(tensor, r)
+    return u.clone(), s.clone(), vh.clone()
+
+
+def _top_factors(tensor: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Views of the top-``r`` SVD factors (they keep the full decomposition alive)."""
+    if tensor.shape[0] < tensor.shape[1]:  # wide: decompose the transpose (faster, same factors)
+        v, s, uh = torch.linalg.svd(tensor.mT, full_matrices=False)
+        return uh[:r].mT, s[:r], v[:, :r].mT
     u, s, vh = torch.linalg.svd(tensor, full_matrices=False)
     return u[:, :r], s[:r], vh[:r]
 
@@ -72,41 +100,63 @@ def whiten(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 
 def tsv_merge_matrix(
-    taus: Sequence[torch.Tensor], orthogonalize: str = "polar", sv_reduction: float | None = None
+    taus: Iterable[torch.Tensor],
+    orthogonalize: str = "polar",
+    sv_reduction: float | None = None,
+    num_tasks: int | None = None,
 ) -> torch.Tensor:
     """TSV-M of one 2-D parameter across tasks.
 
     Args:
-        taus: One ``(m, n)`` task-vector matrix per task.
+        taus: One ``(m, n)`` task-vector matrix per task, consumed one at a time (a generator of
+            lazy reads works: only each task's top-r factors are kept).
         orthogonalize: ``"polar"`` (TSVM) or ``"whiten"`` (TSVM_2).
         sv_reduction: Fraction of the rank kept per task; None: ``1 / T``.
+        num_tasks: T, required when ``taus`` has no ``len``.
     """
     if orthogonalize not in ORTHOGONALIZATIONS:
         raise ConfigError(
             f"orthogonalize must be one of {ORTHOGONALIZATIONS}, got {orthogonalize!r}"
         )
-    r = task_rank(taus[0].shape, len(taus), sv_reduction)
-    if r == 0:
-        return torch.zeros_like(taus[0])
-    factors = [truncated_svd(tau, r) for tau in taus]
-    u_cat = torch.cat([u for u, _, _ in factors], dim=1)
-    s_cat = torch.cat([s for _, s, _ in factors])
-    v_cat = torch.cat([vh for _, _, vh in factors], dim=0).mT
+    count = num_tasks if num_tasks is not None else len(taus)  # type: ignore[arg-type]
+    u_cat = s_cat = vh_cat = None
+    seen = r = 0
+    for tau in taus:
+        if u_cat is None:
+            r = task_rank(tau.shape, count, sv_reduction)
+            if r == 0:
+                return torch.zeros_like(tau)
+            # the concatenated factors, allocated once before any decomposition
+            u_cat = tau.new_empty((tau.shape[0], count * r))
+            s_cat = tau.new_empty(count * r)
+            vh_cat = tau.new_empty((count * r, tau.shape[1]))
+        if seen == count:
+            raise ValueError(f"tsv_merge_matrix got more than num_tasks={count} matrices")
+        u, s, vh = _top_factors(tau, r)
+        columns = slice(seen * r, (seen + 1) * r)
+        u_cat[:, columns], s_cat[columns], vh_cat[columns] = u, s, vh
+        seen += 1
+        del tau, u, s, vh
+        release_memory()  # the decomposition's buffers, before the next task's
+    if u_cat is None or seen != count:
+        raise ValueError(f"tsv_merge_matrix got {seen} matrices, expected {count}")
     ortho = polar_factor if orthogonalize == "polar" else whiten
-    return ortho(u_cat) @ torch.diag(s_cat) @ ortho(v_cat).mT
+    return ortho(u_cat) @ torch.diag(s_cat) @ ortho(vh_cat.mT).mT
 
 
 def tsv_merge(
     vectors: Sequence[Vector], orthogonalize: str = "polar", sv_reduction: float | None = None
 ) -> dict[str, torch.Tensor]:
-    """TSV-M over whole task vectors, one parameter at a time (other tensors: mean of tau_t)."""
+    """TSV-M over whole task vectors, one parameter at a time (other tensors: mean of tau_t),
+    streaming over the tasks."""
     merged = {}
-    for name, first in vectors[0].items():
-        taus = [v[name] for v in vectors]
-        if is_svd_target(name, first):
-            merged[name] = tsv_merge_matrix(taus, orthogonalize, sv_reduction)
+    count = len(vectors)
+    for name in each_parameter(parameter_names(vectors)):
+        taus = column(vectors, name)
+        if is_svd_target(name, shape_of(vectors[0], name)):
+            merged[name] = tsv_merge_matrix(taus, orthogonalize, sv_reduction, num_tasks=count)
         else:
-            merged[name] = torch.stack(taus).mean(0)
+            merged[name] = running_sum(taus) / count
     return merged
 
 
@@ -131,16 +181,26 @@ class LowRank:
 Compressed = dict[str, LowRank | torch.Tensor]
 
 
+def compress_tensor(
+    tensor: torch.Tensor, num_tasks: int, sv_reduction: float | None = None
+) -> LowRank | torch.Tensor:
+    """TSV-C of one tensor: a 2-D tensor as its top-r SVD factors, any other kept whole."""
+    if tensor.ndim != 2:
+        return tensor
+    return LowRank(*truncated_svd(tensor, task_rank(tensor.shape, num_tasks, sv_reduction)))
+
+
 def tsv_compress(vector: Vector, num_tasks: int, sv_reduction: float | None = None) -> Compressed:
     """TSV-C of one task vector: every 2-D tensor as its top-r SVD factors, others kept whole."""
-    compressed: Compressed = {}
-    for name, tensor in vector.items():
-        if tensor.ndim == 2:
-            r = task_rank(tensor.shape, num_tasks, sv_reduction)
-            compressed[name] = LowRank(*truncated_svd(tensor, r))
-        else:
-            compressed[name] = tensor
-    return compressed
+    return {name: compress_tensor(vector[name], num_tasks, sv_reduction) for name in vector}
+
+
+def compressed_tensor(
+    vector: Vector, num_tasks: int, sv_reduction: float | None, name: str
+) -> torch.Tensor:
+    """The rank-r reconstruction of one tensor of a task vector (computed now)."""
+    value = compress_tensor(vector[name], num_tasks, sv_reduction)
+    return value.reconstruct() if isinstance(value, LowRank) else value
 
 
 def tsv_reconstruct(compressed: Mapping[str, LowRank | torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -167,6 +227,28 @@ class StorageReport:
     def saved(self) -> int:
         """Floats saved."""
         return self.full - self.stored
+
+
+def storage_from_shapes(
+    shapes: Mapping[str, Sequence[int]],
+    num_tasks: int,
+    sv_reduction: float | None = None,
+    copies: int | None = None,
+) -> StorageReport:
+    """The :func:`storage_report` of TSV-C from the shapes alone (no SVD): ``copies`` task
+    vectors (default ``num_tasks``) with these shapes, each 2-D tensor stored as
+    ``r * (m + n + 1)`` floats."""
+    full = stored = 0
+    for shape in shapes.values():
+        numel = int(torch.Size(shape).numel())
+        full += numel
+        if len(shape) == 2:
+            m, n = shape
+            stored += task_rank(shape, num_tasks, sv_reduction) * (m + n + 1)
+        else:
+            stored += numel
+    times = num_tasks if copies is None else copies
+    return StorageReport(full=full * times, stored=stored * times)
 
 
 def storage_report(compressed: Sequence[Mapping[str, LowRank | torch.Tensor]]) -> StorageReport:
@@ -244,9 +326,27 @@ class TSVCompress(MergeMethod):
 
     def candidates(
         self, pretrained: Mapping[str, Any], task_vectors: Mapping[str, TaskVector]
-    ) -> Iterator[Candidate]:  # noqa: D102
+    ) -> Iterator[Candidate]:
+        """One candidate whose per-task models are reconstructed (SVD) when evaluated, one tensor
+        at a time; :attr:`report` comes from the shapes."""
+        vectors = [tv.vector for tv in task_vectors.values()]
+        names = parameter_names(vectors)
+        missing = sorted(set(names) - set(pretrained))
+        if missing:
+            raise ValueError(f"the model has no parameters named {missing[:3]}")
+        count = len(vectors)
+        shapes = {name: shape_of(vectors[0], name) for name in names}
+        self.report = storage_from_shapes(shapes, count, self.sv_reduction)
         per_task = {
-            task: tv.apply_to_state_dict(pretrained, 1.0)
-            for task, tv in self.merge(task_vectors).items()
+            task: DerivedStateDict(
+                pretrained, partial(_reconstructed, tv.vector, count, self.sv_reduction)
+            )
+            for task, tv in task_vectors.items()
         }
-        yield Candidate({}, per_task=per_task)
+        yield Candidate({}, per_task=per_task)  # type: ignore[arg-type]
+
+
+def _reconstructed(
+    vector: Vector, num_tasks: int, sv_reduction: float | None, name: str
+) -> torch.Tensor | None:
+    return compressed_tensor(vector, num_tasks, sv_reduction, name) if name in vector else None
