@@ -46,7 +46,7 @@ class DemoTask:
     templates: tuple[str, ...]
     draw: Drawer
     style: DemoStyle
-    epochs: int = 5
+    epochs: int = 3
 
     def generate(
         self, seed: int, size: int, style: DemoStyle | None = None
