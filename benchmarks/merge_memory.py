@@ -9,7 +9,8 @@ Then, for each number of tasks N and method, runs in a fresh subprocess:
 
 * taskmerge: ``TaskVector.lazy`` task vectors read tensor by tensor + the method's ``merge``;
 * naive: the reference repositories' way: all N task vectors flattened into one N x P float32
-  matrix (TSVM: all N task-vector state dicts in memory), the same math vectorised over it.
+  matrix (TSVM: all N task-vector state dicts in memory and the reference's SVD steps: full SVD of
+  each matrix as it is, zero-padded full-rank concatenations), the same math vectorised over it.
 
 Each run loads the pretrained state dict and produces the merged task vector. Peak memory is the
 resident-set high-water mark above the process's resident size after imports (and a tiny warm-up
@@ -139,16 +140,16 @@ def naive_merge(method: str, base: dict, paths: list[Path]) -> dict:
     import torch
     from safetensors.torch import load_file
 
-    from taskmerge.merging.tsv import tsv_merge
-
     names = list(base)
     if method == "TSVM":  # AntoAndGar/task_singular_vectors: a list of task-vector dicts
+        from reference_tsv import reference_tsv_merge
+
         vectors = []
         for path in paths:
             tuned = load_file(str(path))
             vectors.append({n: tuned[n] - base[n] for n in names})
             del tuned
-        return tsv_merge(vectors)
+        return reference_tsv_merge(vectors)
     flat_ptm = torch.cat([base[n].reshape(-1) for n in names])
     flat = torch.empty(len(paths), flat_ptm.numel())
     for row, path in enumerate(paths):  # nik-dim/tall_masks: state_dict_to_vector per task

@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from taskmerge.errors import ConfigError
+from taskmerge.merging import tsv
 from taskmerge.merging.lines import (
     LiNeS,
     block_index_map,
@@ -47,6 +48,7 @@ from taskmerge.merging.tsv import (
     polar_factor,
     storage_report,
     task_rank,
+    truncated_svd,
     tsv_compress,
     tsv_merge,
     tsv_merge_matrix,
@@ -353,6 +355,67 @@ def test_polar_factor_and_whitening() -> None:
     assert torch.allclose(p.T @ p, torch.eye(4, dtype=torch.float64), atol=1e-12)
     assert torch.allclose(whiten(x), p, atol=1e-8)  # x (x^T x)^{-1/2} is the polar factor
     assert torch.allclose(polar_factor(p), p, atol=1e-12)
+
+
+def with_spectrum(m: int, n: int, singular_values: list[float], seed: int) -> torch.Tensor:
+    """An ``(m, n)`` float64 matrix with these singular values (the rest zero)."""
+    k = len(singular_values)
+    gen = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(m, k, generator=gen, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(n, k, generator=gen, dtype=torch.float64))
+    return u @ torch.diag(torch.tensor(singular_values, dtype=torch.float64)) @ v.T
+
+
+@pytest.mark.parametrize("shape", [(40, 12), (12, 40)])
+def test_top_factors_from_the_gram_matrix_are_the_svd(shape: tuple[int, int]) -> None:
+    spectrum = [10.0, 7.0, 5.0, 3.0, 2.0, 1.0, 0.5, 0.25, 0.1, 0.05, 0.02, 0.01]
+    exact = with_spectrum(*shape, spectrum, seed=10)
+    x = exact.float()
+    assert tsv._top_factors_by_gram(x, 5) is not None  # the fast route is the one taken
+    u, s, vh = truncated_svd(x, 5)
+    u64, s64, vh64 = torch.linalg.svd(exact, full_matrices=False)
+    assert torch.allclose(s.double(), s64[:5], rtol=1e-6)
+    assert torch.allclose(u.T @ u, torch.eye(5), atol=1e-6)
+    assert torch.allclose(vh @ vh.T, torch.eye(5), atol=1e-6)
+    for i in range(5):  # each singular pair, up to its sign
+        sign = torch.sign(u[:, i].double() @ u64[:, i])
+        assert torch.allclose(sign * u[:, i].double(), u64[:, i], atol=1e-5)
+        assert torch.allclose(sign * vh[i].double(), vh64[i], atol=1e-5)
+
+
+def test_tsv_merge_of_float32_tasks_matches_the_float64_answer() -> None:
+    spectrum = [8.0, 5.0, 3.0, 2.0, 1.5, 1.0, 0.6, 0.3, 0.2, 0.1, 0.05, 0.02]
+    taus = [with_spectrum(30, 12, spectrum, seed=20 + t) for t in range(3)]
+    factors = [torch.linalg.svd(tau, full_matrices=False) for tau in taus]  # r = 12 // 3 = 4
+    u_cat = torch.cat([u[:, :4] for u, _, _ in factors], dim=1)
+    s_cat = torch.cat([s[:4] for _, s, _ in factors])
+    vh_cat = torch.cat([vh[:4] for _, _, vh in factors], dim=0)
+    p_u, _, q_u = torch.linalg.svd(u_cat, full_matrices=False)
+    p_v, _, q_v = torch.linalg.svd(vh_cat.T, full_matrices=False)
+    exact = (p_u @ q_u) @ torch.diag(s_cat) @ (p_v @ q_v).T
+    merged = tsv_merge_matrix([tau.float() for tau in taus])
+    assert merged.dtype == torch.float32
+    # float32 rounding of the output only (the float32 SVD steps of the reference: 1.4e-6 here)
+    assert (merged.double() - exact).norm() / exact.norm() < 2e-7
+
+
+def test_rank_deficient_matrices_take_the_full_svd() -> None:
+    x = with_spectrum(10, 6, [3.0, 1.0], seed=11)  # rank 2, four components asked
+    assert tsv._top_factors_by_gram(x, 4) is None
+    u, s, vh = truncated_svd(x, 4)
+    assert torch.allclose(u.T @ u, torch.eye(4, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(s[:2], torch.tensor([3.0, 1.0]).double()) and s[2:].abs().max() < 1e-12
+    assert torch.allclose(u @ torch.diag(s) @ vh, x, atol=1e-12)
+    assert torch.equal(truncated_svd(torch.zeros(5, 3), 2)[1], torch.zeros(2))
+
+
+def test_polar_factor_routes_agree_with_the_svd() -> None:
+    x = with_spectrum(30, 8, [4.0, 3.0, 2.0, 1.5, 1.0, 0.7, 0.4, 0.2], seed=12)
+    p, _, qh = torch.linalg.svd(x, full_matrices=False)
+    assert torch.allclose(polar_factor(x.float()).double(), p @ qh, atol=1e-6)  # Gram route
+    singular = with_spectrum(30, 8, [2.0, 1.0], seed=13)  # rank 2: the SVD route
+    p, _, qh = torch.linalg.svd(singular, full_matrices=False)
+    assert torch.allclose(polar_factor(singular), p @ qh, atol=1e-12)
 
 
 def test_tsv_zero_padding_of_reference_gives_same_matrix() -> None:

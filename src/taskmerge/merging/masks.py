@@ -114,7 +114,8 @@ def sum_vectors(vectors: Sequence[Vector]) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------- TALL and consensus
 def tall_mask_tensor(tau: torch.Tensor, tau_mtl: torch.Tensor, lam: float) -> torch.Tensor:
     """``|tau_t| > lam * |tau_MTL - tau_t|`` (strict, as the reference), one tensor."""
-    return tau.abs() > lam * (tau_mtl - tau).abs()
+    scaled = (tau_mtl - tau).abs_().mul_(lam)  # one buffer for the right-hand side
+    return tau.abs() > scaled
 
 
 def tall_masks(vectors: Sequence[Vector], merged: Vector, lam: float) -> list[Mask]:

@@ -23,8 +23,11 @@ Read from ``AntoAndGar/task_singular_vectors`` (``src/utils/TSVM_utils.py``,
 
 Memory: one matrix at a time; the tasks' matrices are decomposed one after the other and only
 their top-r factors kept, so the concatenated factors are ``m x (T r)`` and ``n x (T r)`` with
-``T r <= min(m, n)``, whatever T. Wide matrices are decomposed through their transpose (the same
-factors, about twice as fast in LAPACK).
+``T r <= min(m, n)``, whatever T.
+
+Speed: on the CPU each task's top-r factors, and the polar factors, come from the float64
+eigendecomposition of the smaller Gram matrix, faster than a float32 SVD at ViT sizes and more
+accurate; a full SVD remains for (near) rank-deficient matrices and other devices.
 """
 
 from __future__ import annotations
@@ -74,11 +77,29 @@ def truncated_svd(tensor: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Ten
     The factors are copies: the full decomposition is freed on return.
     """
     u, s, vh = _top_factors(tensor, r)
-    return u.clone(), s.clone(), vh.clone()
+    return tuple(factor.to(tensor.dtype, copy=True) for factor in (u, s, vh))  # type: ignore[return-value]
+
+
+#: The Gram route below is used when sigma_r / sigma_1 is at least this: there it is more accurate
+#: than a float32 SVD (its float64 error on sigma_r is about 1e-13 * sigma_1**2 / sigma_r). Below
+#: it, or for (numerically) zero singular values, whose singular vectors the Gram matrix does not
+#: determine, a full SVD is used.
+GRAM_MIN_RATIO = 1e-5
 
 
 def _top_factors(tensor: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Views of the top-``r`` SVD factors (they keep the full decomposition alive)."""
+    """Top-``r`` SVD factors (possibly views of a larger decomposition; float64 when they come
+    from the Gram matrix).
+
+    On the CPU they come from the float64 eigendecomposition of the smaller Gram matrix
+    (``X^T X = V S^2 V^T``, then ``U = X V / S``): about 1.5-1.8x faster than a float32 SVD at
+    ViT sizes, and more accurate. A full SVD is used on other devices, and when
+    ``sigma_r < GRAM_MIN_RATIO * sigma_1``.
+    """
+    if tensor.device.type == "cpu" and 0 < r <= min(tensor.shape):
+        factors = _top_factors_by_gram(tensor, r)
+        if factors is not None:
+            return factors
     if tensor.shape[0] < tensor.shape[1]:  # wide: decompose the transpose (faster, same factors)
         v, s, uh = torch.linalg.svd(tensor.mT, full_matrices=False)
         return uh[:r].mT, s[:r], v[:, :r].mT
@@ -86,8 +107,42 @@ def _top_factors(tensor: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tens
     return u[:, :r], s[:r], vh[:r]
 
 
+def _gram_eigh(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(eigenvalues, eigenvectors)`` of ``x^T x`` in float64, descending, for a tall ``x``;
+    None when ``x`` is zero."""
+    x = x.detach().double()
+    values, vectors = torch.linalg.eigh(x.mT @ x)
+    if not values[-1] > 0:
+        return None
+    return values.flip(0), vectors.flip(1)
+
+
+def _top_factors_by_gram(
+    tensor: torch.Tensor, r: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Top-``r`` ``(U, S, Vh)`` in float64 from the Gram matrix; None when it is ill-suited."""
+    wide = tensor.shape[0] < tensor.shape[1]
+    x = tensor.mT if wide else tensor  # tall (m, n), m >= n
+    eig = _gram_eigh(x)
+    if eig is None or eig[0][r - 1] < GRAM_MIN_RATIO**2 * eig[0][0]:
+        return None
+    s = eig[0][:r].sqrt()
+    v = eig[1][:, :r].contiguous()
+    u = (x.double() @ v).div_(s)
+    return (v, s, u.mT) if wide else (u, s, v.mT)
+
+
 def polar_factor(x: torch.Tensor) -> torch.Tensor:
-    """Orthogonal polar factor ``P Q^T`` of ``x = P Sigma Q^T`` (the nearest orthonormal matrix)."""
+    """Orthogonal polar factor ``P Q^T`` of ``x = P Sigma Q^T`` (the nearest orthonormal matrix).
+
+    For a tall, well-conditioned ``x`` on the CPU: ``x (x^T x)^{-1/2}`` from a float64
+    eigendecomposition (the same matrix, faster than an SVD); otherwise from the SVD.
+    """
+    if x.device.type == "cpu" and x.shape[0] >= x.shape[1] > 0:
+        eig = _gram_eigh(x)
+        if eig is not None and eig[0][-1] >= GRAM_MIN_RATIO**2 * eig[0][0]:
+            values, q = eig
+            return (x.double() @ (q * values.rsqrt()) @ q.mT).to(x.dtype)
     p, _, qh = torch.linalg.svd(x, full_matrices=False)
     return p @ qh
 
@@ -126,10 +181,13 @@ def tsv_merge_matrix(
             r = task_rank(tau.shape, count, sv_reduction)
             if r == 0:
                 return torch.zeros_like(tau)
-            # the concatenated factors, allocated once before any decomposition
-            u_cat = tau.new_empty((tau.shape[0], count * r))
-            s_cat = tau.new_empty(count * r)
-            vh_cat = tau.new_empty((count * r, tau.shape[1]))
+            # the concatenated factors, allocated once before any decomposition; float64 on the
+            # CPU, where the factors come from float64 Gram matrices (a few MB per matrix)
+            dtype = tau.dtype
+            work = torch.float64 if tau.device.type == "cpu" else dtype
+            u_cat = tau.new_empty((tau.shape[0], count * r), dtype=work)
+            s_cat = tau.new_empty(count * r, dtype=work)
+            vh_cat = tau.new_empty((count * r, tau.shape[1]), dtype=work)
         if seen == count:
             raise ValueError(f"tsv_merge_matrix got more than num_tasks={count} matrices")
         u, s, vh = _top_factors(tau, r)
@@ -141,7 +199,7 @@ def tsv_merge_matrix(
     if u_cat is None or seen != count:
         raise ValueError(f"tsv_merge_matrix got {seen} matrices, expected {count}")
     ortho = polar_factor if orthogonalize == "polar" else whiten
-    return ortho(u_cat) @ torch.diag(s_cat) @ ortho(vh_cat.mT).mT
+    return (ortho(u_cat) @ torch.diag(s_cat) @ ortho(vh_cat.mT).mT).to(dtype)
 
 
 def tsv_merge(
