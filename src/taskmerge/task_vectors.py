@@ -27,6 +27,16 @@ def _is_weight(tensor: torch.Tensor) -> bool:
     return tensor.is_floating_point()
 
 
+def apply_delta(
+    base: torch.Tensor, delta: torch.Tensor | None, scaling_coef: float = 1.0
+) -> torch.Tensor:
+    """``base + scaling_coef * delta`` in float32, cast back to ``base``'s dtype (a copy of
+    ``base`` when ``delta`` is None): how a task vector is applied to one tensor."""
+    if delta is None:
+        return base.clone()
+    return (base.float() + scaling_coef * delta).to(base.dtype)
+
+
 class TaskVector:
     """A mapping from parameter name to the tensor ``theta_finetuned - theta_pretrained``.
 
@@ -140,10 +150,7 @@ class TaskVector:
             raise ValueError(f"the model has no parameters named {missing[:3]}")
         merged: StateDict = {}
         for key, value in pretrained.items():
-            if key in self.vector:
-                merged[key] = (value.float() + scaling_coef * self.vector[key]).to(value.dtype)
-            else:
-                merged[key] = value.clone()
+            merged[key] = apply_delta(value, self.vector.get(key), scaling_coef)
         return merged
 
     def apply_to(self, model: nn.Module, scaling_coef: float = 1.0) -> nn.Module:

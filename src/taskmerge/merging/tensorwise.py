@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
+from taskmerge.task_vectors import apply_delta
+
 Vector = Mapping[str, torch.Tensor]
 
 
@@ -86,16 +88,6 @@ def running_sum(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
     if total is None:
         raise ValueError("running_sum of no tensors")
     return total
-
-
-def apply_delta(
-    base: torch.Tensor, delta: torch.Tensor | None, scaling_coef: float = 1.0
-) -> torch.Tensor:
-    """``base + scaling_coef * delta`` in float32, cast back to ``base``'s dtype (a copy of
-    ``base`` when ``delta`` is None): the rule of :meth:`TaskVector.apply_to_state_dict`."""
-    if delta is None:
-        return base.clone()
-    return (base.float() + scaling_coef * delta).to(base.dtype)
 
 
 class DerivedStateDict(Mapping[str, torch.Tensor]):
