@@ -1,9 +1,10 @@
-# Two commands do all the set-up: `make demo` (install + offline demo), `make test` (install + tests).
+# Two commands do all the set-up: `make demo` (install + offline demo) and `make test-full`
+# (install + every test, what CI runs); `make test` skips the slow end-to-end tests.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint benchmark clean-cache
+.PHONY: demo test test-full lint benchmark clean-cache
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +16,9 @@ demo: $(VENV)/.installed
 	$(PY) main.py
 
 test: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow"
+
+test-full: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed

@@ -1,29 +1,21 @@
 """Merge fine-tuned encoders, choose hyperparameters on Val, evaluate on Test.
 
-python main.py                                  # the offline demo (tiny model, demo tasks)
-python main.py model=ViT-B-32 method=sum        # the 8-task paper setting
-python main.py -m method=sum,average            # a Hydra multirun, one W&B run per job
+python main.py                                          # the offline demo (tiny model, demo tasks)
+python main.py model=ViT-B-32 num_tasks=8 method=sum    # the 8-task paper setting
+python main.py -m method=sum,ties,TSVM                  # a Hydra multirun, one W&B run per job
+python main.py --help                                   # the methods, config groups and keys
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from taskmerge.entrypoints import (
-    build_method,
-    build_workspace,
-    config_dict,
-    instantiate,
-    quote_numeric_choices,
-    set_default_home,
-)
-from taskmerge.experiment import run_merge
+from taskmerge.entrypoints import register_resolvers, run_main, set_default_home
 
 log = logging.getLogger("taskmerge")
 
@@ -32,21 +24,7 @@ log = logging.getLogger("taskmerge")
 def main(cfg: DictConfig) -> float:
     """One Hydra job: one merge experiment and one tracker run."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    method = build_method(cfg.method)
-    workspace = build_workspace(cfg)
-    workspace.check_checkpoints()
-    tracker = instantiate(  # not recursive: the run config's own _target_ nodes stay data
-        cfg.logger,
-        dir=str(run_dir),
-        name=run_dir.name,
-        run_config=config_dict(cfg),
-        _recursive_=False,
-        _convert_="all",
-    )
-    try:
-        results = run_merge(workspace, method, tracker, run_dir, config_dict(cfg))
-    finally:
-        tracker.finish()
+    results = run_main(cfg, run_dir)
     test = results["test"]["avg"]
     log.info(
         "%s on %d tasks: test top-1 %.2f%%, normalized %.2f%% (chosen %s); results in %s",
@@ -62,5 +40,5 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     set_default_home(Path(__file__).resolve().parent)
-    sys.argv = quote_numeric_choices(sys.argv)
+    register_resolvers()
     main()

@@ -21,23 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from taskmerge.merging.registry import method_names
+
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ",".join(
-    (
-        "zeroshot",
-        "single_task",
-        "average",
-        "sum",
-        "ties",
-        "mag_masking",
-        "tall_mask",
-        "consensus",
-        "TSVM",
-        "TSVM_2",
-        "TSVC",
-        "negation",
-    )
-)
+#: Every registered method (the README table's rows, in registry order).
+METHODS = ",".join(method_names())
 
 
 def run_multirun(home: Path, out: Path, methods: str) -> float:

@@ -30,14 +30,15 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def compose(config_name: str = "config", overrides: list[str] | None = None):  # noqa: ANN201
-    """Compose a project config the way main.py / finetune.py do (numeric groups quoted)."""
+    """Compose a project config the way main.py / finetune.py do."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from taskmerge.entrypoints import quote_numeric_choices
+    from taskmerge.entrypoints import register_resolvers
 
+    register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return hydra_compose(config_name, overrides=quote_numeric_choices(overrides or []))
+        return hydra_compose(config_name, overrides=overrides or [])
 
 
 def options(group: str) -> list[str]:

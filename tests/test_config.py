@@ -9,13 +9,14 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
 from conftest import compose, options
-from taskmerge.data.catalog import resolve_task_specs
-from taskmerge.data.registry import STANDARD_TASKS, resolve_task_names
-from taskmerge.entrypoints import build_method, quote_numeric_choices
+from taskmerge.data.catalog import resolve_task_names, resolve_task_specs
+from taskmerge.data.registry import STANDARD_TASKS
+from taskmerge.entrypoints import build_method, task_names
 from taskmerge.entrypoints import instantiate as entry_instantiate
 from taskmerge.errors import CheckpointError, ConfigError
 from taskmerge.finetuning import FinetuningMode
 from taskmerge.merging import LiNeS, MergeMethod
+from taskmerge.merging.registry import lines_methods, method_names, method_spec
 from taskmerge.tracking import Tracker
 from taskmerge.training import TrainSettings
 
@@ -23,7 +24,7 @@ from taskmerge.training import TrainSettings
 def test_defaults_are_the_offline_demo(home: Path) -> None:
     cfg = compose()
     assert cfg.model._target_.endswith("load_tiny_clip")
-    assert list(cfg.tasks.names) == [
+    assert task_names(cfg) == [
         "Digits",
         "Shapes",
         "Colors",
@@ -40,36 +41,56 @@ def test_defaults_are_the_offline_demo(home: Path) -> None:
 
 def test_real_model_means_the_8_task_paper_setting(home: Path) -> None:
     cfg = compose(overrides=["model=ViT-B-32", "method=sum"])
-    assert resolve_task_names(cfg.tasks.names, cfg.tasks.count) == list(STANDARD_TASKS[:8])
+    assert task_names(cfg) == list(STANDARD_TASKS[:8])
     assert cfg.model.quick_gelu is True and cfg.model.pretrained == "openai"
     assert cfg.train.lr == 1e-5 and cfg.train.batch_size == 128 and cfg.finetune_missing is False
     large = compose(overrides=["model=ViT-L-14"])
     assert (large.train.batch_size, large.train.grad_accumulation) == (64, 2)
 
 
-@pytest.mark.parametrize("choice", ["8", "14", "20", "demo"])
-def test_task_sets(home: Path, choice: str) -> None:
-    cfg = compose(overrides=["model=ViT-B-16", f"tasks={choice}"])
-    names = resolve_task_names(cfg.tasks.names, cfg.tasks.count)
-    specs = resolve_task_specs(names)
-    expected = {"8": 8, "14": 14, "20": 20, "demo": 8}[choice]
-    assert len(specs) == expected
-    if choice != "demo":
-        assert names == list(STANDARD_TASKS[:expected])
+@pytest.mark.parametrize("count", [8, 14, 20])
+def test_num_tasks_takes_the_first_standard_tasks(home: Path, count: int) -> None:
+    cfg = compose(overrides=["model=ViT-B-16", f"num_tasks={count}"])
+    names = task_names(cfg)
+    assert names == list(STANDARD_TASKS[:count]) and len(resolve_task_specs(names)) == count
 
 
-def test_explicit_task_list(home: Path) -> None:
-    cfg = compose(overrides=["model=ViT-B-32", "tasks.names=[MNIST,Cars]"])
-    assert resolve_task_names(cfg.tasks.names, cfg.tasks.count) == ["MNIST", "Cars"]
+def test_demo_tasks_and_a_prefix_of_them(home: Path) -> None:
+    assert len(resolve_task_specs(task_names(compose()))) == 8
+    assert task_names(compose(overrides=["num_tasks=3"])) == ["Digits", "Shapes", "Colors"]
+    assert len(task_names(compose(overrides=["model=ViT-B-32", "tasks=demo"]))) == 8
 
 
-def test_numeric_task_choices_are_quoted_for_hydra() -> None:
-    assert quote_numeric_choices(["tasks=14", "tasks=8,20", "tasks.names=[A]", "model=x"]) == [
-        "tasks='14'",
-        "tasks='8','20'",
-        "tasks.names=[A]",
-        "model=x",
-    ]
+@pytest.mark.parametrize("override", ["tasks.names=[MNIST,Cars]", "DATASETS=[MNIST,Cars]"])
+def test_explicit_task_list_wins_over_num_tasks(home: Path, override: str) -> None:
+    cfg = compose(overrides=["model=ViT-B-32", "num_tasks=14", override])
+    assert task_names(cfg) == ["MNIST", "Cars"]
+
+
+def test_reference_command_line_composes(home: Path) -> None:
+    """``python main.py model=ViT-B-32 num_tasks=8 method="sum" method.apply_lines=True``."""
+    cfg = compose(
+        overrides=["model=ViT-B-32", "num_tasks=8", "method=sum", "method.apply_lines=True"]
+    )
+    assert task_names(cfg) == list(STANDARD_TASKS[:8])
+    assert isinstance(build_method(cfg.method), LiNeS)
+    for extra in ("method.load_mask=True", "method.prun_thre_k=2"):
+        assert build_method(compose(overrides=["method=consensus", extra]).method)
+    assert build_method(compose(overrides=["method=single_task", "method.task_index=0"]).method)
+
+
+def test_method_configs_are_the_registry(home: Path) -> None:
+    """Every registered method has its YAML and every YAML is a registered method."""
+    assert set(options("method")) == set(method_names())
+    for name in method_names():
+        method = build_method(compose(overrides=[f"method={name}"]).method)
+        assert method.name == name and isinstance(method, method_spec(name).cls)
+
+
+def test_tsvm_2_inherits_tsvm(home: Path) -> None:
+    two, one = (compose(overrides=[f"method={m}"]).method for m in ("TSVM_2", "TSVM"))
+    assert two.orthogonalize == "whiten" and one.orthogonalize == "polar"
+    assert list(two.grid) == list(one.grid) and two._target_ == one._target_
 
 
 @pytest.mark.parametrize("method", options("method"))
@@ -78,16 +99,12 @@ def test_every_method_instantiates(home: Path, method: str) -> None:
     assert isinstance(build_method(cfg.method), MergeMethod)
 
 
-#: Methods whose config has ``apply_lines`` (one merged task vector; single_task: editing).
-LINES_METHODS = {"sum", "average", "ties", "consensus", "TSVM", "TSVM_2", "single_task"}
-
-
-@pytest.mark.parametrize("method", options("method"))
+@pytest.mark.parametrize("method", method_names())
 def test_apply_lines_on_every_method(home: Path, method: str) -> None:
-    if method in LINES_METHODS:
+    if method in lines_methods():
         cfg = compose(overrides=[f"method={method}", "method.apply_lines=true"])
         lines = build_method(cfg.method)
-        assert isinstance(lines, LiNeS) and lines.editing == (method == "single_task")
+        assert isinstance(lines, LiNeS) and lines.editing == (method in lines_methods("editing"))
         assert lines.name == f"{lines.method.name}+lines"
         return
     with pytest.raises(ConfigCompositionException, match="apply_lines"):
@@ -120,12 +137,12 @@ def test_every_logger_instantiates(home: Path, tmp_path: Path, logger: str) -> N
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_composes(home: Path, experiment: str) -> None:
     cfg = compose(overrides=[f"experiment={experiment}"])
-    assert resolve_task_specs(resolve_task_names(cfg.tasks.names, cfg.tasks.count))
+    assert resolve_task_specs(task_names(cfg))
 
 
 def test_finetune_config_composes(home: Path) -> None:
-    cfg = compose("finetune", ["model=ViT-B-32", "tasks=14"])
-    assert cfg.tasks.count == 14 and cfg.overwrite is False
+    cfg = compose("finetune", ["model=ViT-B-32", "num_tasks=14"])
+    assert len(task_names(cfg)) == 14 and cfg.overwrite is False
 
 
 def test_tiny_model_instantiates_through_open_clip(home: Path) -> None:
@@ -151,6 +168,10 @@ def test_unknown_method_lists_the_options(home: Path) -> None:
         compose(overrides=["method=nope"])
 
 
-def test_bad_task_count_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="tasks.count between 1 and 20"):
-        resolve_task_names(None, 21)
+def test_bad_task_selection_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="num_tasks=21 is out of range"):
+        resolve_task_names(None, "standard", 21)
+    with pytest.raises(ConfigError, match="appear twice"):
+        resolve_task_specs(["MNIST", "MNIST"])
+    with pytest.raises(ConfigError, match="task list is empty"):
+        resolve_task_specs([])

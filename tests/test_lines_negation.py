@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -178,24 +177,12 @@ def test_negation_config_and_errors(home: Path) -> None:
 
 
 # --------------------------------------------------------------------------- through run_merge
-class StandInWorkspace:
-    """What run_merge uses of a Workspace; accuracy is read off the merged ``stem.bias``."""
+class BiasReadout:
+    """An evaluator whose accuracy is a known function of the merged ``stem.bias``."""
 
-    def __init__(
-        self, encoder: nn.Module, tasks: list[str], accuracy: Callable[[float, str], float]
-    ) -> None:
-        self.bundle = SimpleNamespace(visual=encoder, name="toy", pretrained="none")
-        self.settings = SimpleNamespace(finetuning=SimpleNamespace(name="standard"))
+    def __init__(self, tasks: list[str], accuracy: Callable[[float, str], float]) -> None:
         self.task_names = tasks
-        self.pretrained = constant_vector(encoder, 0.0)
         self._accuracy = accuracy
-        self.finetuned = dict.fromkeys(tasks, 0.8)
-
-    def ensure_finetuned(self) -> None:
-        pass
-
-    def finetuned_metrics(self, task: str) -> dict[str, float]:
-        return {"val_top1": self.finetuned[task], "test_top1": self.finetuned[task]}
 
     def accuracy(self, state: dict, task: str, split: str) -> float:
         return self._accuracy(round(float(state["stem.bias"][0]), 6), task)
@@ -211,32 +198,33 @@ NEGATION_CURVE = {
 }
 
 
-def _run(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    method,
-    accuracy,
-    values,  # noqa: ANN001
-) -> dict:
-    net = Net(3)
-    workspace = StandInWorkspace(net, ["A", "B", "C"], accuracy)
-    tvs = {task: TaskVector(constant_vector(net, v)) for task, v in zip("ABC", values, strict=True)}
-    monkeypatch.setattr(experiment, "build_task_vectors", lambda _: tvs)
-    results = experiment.run_merge(workspace, method, Tracker(), tmp_path)
+def _run(tmp_path: Path, method, accuracy, values) -> dict:  # noqa: ANN001
+    net, tasks = Net(3), ["A", "B", "C"]
+    tvs = {task: TaskVector(constant_vector(net, v)) for task, v in zip(tasks, values, strict=True)}
+    finetuned = dict.fromkeys(tasks, {"val_top1": 0.8, "test_top1": 0.8})
+    results = experiment.run_merge(
+        method.bind(net, tasks),
+        constant_vector(net, 0.0),
+        tvs,
+        BiasReadout(tasks, accuracy),
+        finetuned,
+        Tracker(),
+        tmp_path,
+    )
     assert json.loads((tmp_path / "results.json").read_text())["method"] == results["method"]
     return results
 
 
 @pytest.mark.parametrize(("selection", "expected"), [("min_target", 0.2), ("largest_coef", 0.3)])
 def test_negation_selection_through_run_merge(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, selection: str, expected: float
+    tmp_path: Path, selection: str, expected: float
 ) -> None:
     def accuracy(bias: float, task: str) -> float:
         target, control = NEGATION_CURVE[-bias + 0.0]  # weights are -alpha * tau_A, tau_A = 1
         return target if task == "A" else control
 
     method = TaskNegation(task_index=0, selection=selection, grid=list(NEGATION_CURVE))
-    results = _run(tmp_path, monkeypatch, method, accuracy, (1.0, 5.0, 7.0))
+    results = _run(tmp_path, method, accuracy, (1.0, 5.0, 7.0))
     assert results["hyperparameters"] == {"scaling_coef": expected}
     admissible = [c["val/control/meets_threshold"] for c in results["sweep"]]
     assert admissible == [1.0, 1.0, 1.0, 1.0, 0.0]
@@ -252,23 +240,19 @@ def test_negation_selection_through_run_merge(
     assert results["test"]["A"]["top1"] == pytest.approx(target)  # the stable fields stay
 
 
-def test_negation_with_no_admissible_coefficient_is_a_config_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_negation_with_no_admissible_coefficient_is_a_config_error(tmp_path: Path) -> None:
     method = TaskNegation(grid=[0.4], control_threshold=0.95)
     with pytest.raises(ConfigError, match="control_threshold"):
-        _run(tmp_path, monkeypatch, method, lambda b, t: NEGATION_CURVE[-b + 0.0][1], (1, 1, 1))
+        _run(tmp_path, method, lambda b, t: NEGATION_CURVE[-b + 0.0][1], (1, 1, 1))
 
 
-def test_editing_selection_through_run_merge(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_editing_selection_through_run_merge(tmp_path: Path) -> None:
     def accuracy(bias: float, task: str) -> float:
         target, control = EDITING_CURVE[bias]  # stem is outside the blocks: alpha * tau_A
         return target if task == "A" else control
 
     method = with_lines(SingleTask(task_index=0), apply_lines=True, grid=list(EDITING_CURVE))
-    results = _run(tmp_path, monkeypatch, method, accuracy, (1.0, 2.0, 3.0))
+    results = _run(tmp_path, method, accuracy, (1.0, 2.0, 3.0))
     assert results["method"] == "single_task+lines"
     assert results["hyperparameters"] == {"alpha": 0.5, "beta": 0.5}
     assert results["report"]["lines"] == {

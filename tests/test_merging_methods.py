@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from taskmerge.errors import ConfigError
-from taskmerge.merging import tsv
+from taskmerge.merging import TaskArithmetic, tsv
 from taskmerge.merging.lines import (
     LiNeS,
     block_index_map,
@@ -24,18 +24,9 @@ from taskmerge.merging.lines import (
     lines_scale,
     multitask_alpha,
 )
-from taskmerge.merging.masks import (
-    Consensus,
-    MagnitudeMasking,
-    TallMask,
-    consensus_mask,
-    load_masks,
-    magnitude_mask,
-    pack_mask,
-    save_masks,
-    tall_masks,
-    trim,
-)
+from taskmerge.merging.mask_methods import Consensus, MagnitudeMasking, TallMask
+from taskmerge.merging.mask_store import load_masks, pack_mask, save_masks
+from taskmerge.merging.masks import consensus_mask, magnitude_mask, tall_masks, trim
 from taskmerge.merging.streaming import (
     kept_count,
     kth_smallest_magnitude,
@@ -190,6 +181,19 @@ def test_ties_k100_is_no_trim() -> None:
     assert all(torch.equal(trim(vs[0], 100)[n], vs[0][n]) for n in vs[0])
     merged = ties_merge(vs, k=100, agg="sum")
     assert all(torch.equal(merged[n], vs[0][n]) for n in vs[0])
+
+
+def test_task_arithmetic_trims_each_task_to_its_top_k_before_summing() -> None:
+    # n=6, k=50: threshold = kthvalue(6 - 3) of |x| (the reference rule), ties kept
+    a = {"w": t(8, -1, 2, 4), "b": t(0.5, 3)}  # threshold 2: keeps 8, 2, 4, 3
+    b = {"w": t(-1, 5, 0.25, -6), "b": t(2, 0)}  # threshold 1: keeps -1, 5, -6, 2
+    tvs = {"a": TaskVector(a), "b": TaskVector(b)}
+    trimmed = TaskArithmetic(k=50).merge(tvs).vector
+    assert torch.equal(trimmed["w"], t(7, 5, 2, -2)) and torch.equal(trimmed["b"], t(2, 3))
+    plain = TaskArithmetic().merge(tvs).vector  # k=100: no trim
+    assert torch.equal(plain["w"], t(7, 4, 2.25, -2)) and torch.equal(plain["b"], t(2.5, 3))
+    with pytest.raises(ConfigError, match="method.k=150"):
+        TaskArithmetic(k=150)
 
 
 def test_trim_keeps_ties_at_threshold() -> None:

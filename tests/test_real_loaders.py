@@ -28,6 +28,7 @@ from taskmerge.data.real_tasks import (
 )
 from taskmerge.data.registry import STANDARD_TASKS
 from taskmerge.data.splits import split_train_val, val_size_for
+from taskmerge.data.standard_tasks import ENTRIES, ENTRY_BY_NAME
 from taskmerge.errors import DataNotFoundError
 
 EXPECTED_CLASS_COUNTS = {
@@ -86,6 +87,24 @@ def _save_image(path: Path, size: tuple[int, int] = (8, 6), value: int = 0) -> N
 def test_all_twenty_tasks_in_standard_order() -> None:
     assert tuple(REAL_TASKS) == STANDARD_TASKS
     assert len(REAL_TASKS) == 20
+
+
+def test_one_entry_per_task_in_standard_order() -> None:
+    names = [entry.name for entry in ENTRIES]
+    assert tuple(names) == STANDARD_TASKS  # each task exactly once, in the standard order
+    assert list(ENTRY_BY_NAME) == names
+    for entry in ENTRIES:
+        assert entry.classnames and all(isinstance(c, str) and c for c in entry.classnames)
+        assert entry.templates and all(t.count("{}") == 1 for t in entry.templates)
+        assert entry.tsv_templates is None or all(t.count("{}") == 1 for t in entry.tsv_templates)
+        assert isinstance(entry.epochs, int) and entry.epochs >= 1
+        assert entry.layouts or entry.hf_sources, entry.name
+        assert set(entry.splits) >= {"train", "test"}
+        assert entry.how_to_get(Path("/data")), entry.name
+        assert all(len(alias) == len(entry.classnames) for alias in entry.hf_name_aliases)
+    # FusionBench's tanganke/emnist_letters is a different (26-class) task
+    assert ENTRY_BY_NAME["EMNIST"].hf_sources == ()
+    assert HF_SOURCES["EMNIST"] == ()
 
 
 @pytest.mark.parametrize("name", STANDARD_TASKS)

@@ -16,51 +16,21 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
 from taskmerge.checkpoints import StateDict
-from taskmerge.merging import (
-    Consensus,
-    MagnitudeMasking,
-    MergeMethod,
-    SingleTask,
-    TallMask,
-    TaskArithmetic,
-    TaskNegation,
-    Ties,
-    TSVCompress,
-    TSVMerge,
-    WeightAverage,
-    ZeroShot,
-    with_lines,
-)
+from taskmerge.errors import ConfigError
+from taskmerge.merging import MergeMethod, with_lines
 from taskmerge.merging.lines import LINES_KEYS
+from taskmerge.merging.registry import method_names, method_spec
 from taskmerge.task_vectors import TaskVector
 
-#: Method names as in ``config/method/``.
-METHODS: dict[str, Any] = {
-    "zeroshot": ZeroShot,
-    "single_task": SingleTask,
-    "sum": TaskArithmetic,
-    "average": WeightAverage,
-    "ties": Ties,
-    "mag_masking": MagnitudeMasking,
-    "tall_mask": TallMask,
-    "consensus": Consensus,
-    "TSVM": partial(TSVMerge, orthogonalize="polar"),
-    "TSVM_2": partial(TSVMerge, orthogonalize="whiten"),
-    "TSVC": TSVCompress,
-    "negation": TaskNegation,
-}
-
-#: Methods whose result is scaled by a swept coefficient: the API needs an explicit value.
-SCALED_METHODS = frozenset({"sum", "ties", "consensus", "TSVM", "TSVM_2", "negation"})
-
 Model = nn.Module | Mapping[str, torch.Tensor]
+
+__all__ = ["make_method", "merge", "method_names"]
 
 
 def _state_dict(model: Model) -> StateDict:
@@ -82,11 +52,10 @@ def make_method(method: str, **hyperparameters: Any) -> MergeMethod:
     ``apply_lines`` / ``tradeoff_target_weight`` wrap it in LiNeS at the given ``scaling_coef``
     (multi-task: beta; ``single_task``: alpha); bind it to the model before use.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: choose from {sorted(METHODS)}")
+    spec = method_spec(method)
     lines = {key: hyperparameters.pop(key) for key in LINES_KEYS if key in hyperparameters}
     coef = hyperparameters.get("scaling_coef")
-    merger = METHODS[method](**hyperparameters)
+    merger = spec.factory(**hyperparameters)
     return with_lines(merger, **lines, grid=[coef] if coef is not None else None)
 
 
@@ -102,7 +71,7 @@ def merge(
     Args:
         pretrained: The common starting point, an ``nn.Module`` or a state dict.
         finetuned: Task name -> fine-tuned module or state dict of the same architecture.
-        method: A name from :data:`METHODS`.
+        method: A config name of :mod:`taskmerge.merging.registry` (``method_names()``).
         return_state_dict: Return state dicts even when modules were given.
         **hyperparameters: The method's YAML keys, e.g. ``k=20, scaling_coef=0.4``,
             ``apply_lines=True``, ``task_index=0`` (``negation``: theta0 - scaling_coef * tau).
@@ -112,10 +81,11 @@ def merge(
         (``tall_mask``, ``mag_masking``, ``TSVC``), a dict task name -> module (or state dict).
     """
     if not finetuned:
-        raise ValueError("merge needs at least one fine-tuned model")
-    editing = method == "single_task" and hyperparameters.get("apply_lines")
-    if (method in SCALED_METHODS or editing) and hyperparameters.get("scaling_coef") is None:
-        raise ValueError(f"method {method!r} needs scaling_coef=<value> (nothing is swept here)")
+        raise ConfigError("merge needs at least one fine-tuned model: pass {name: model, ...}")
+    spec = method_spec(method)
+    editing = spec.lines == "editing" and hyperparameters.get("apply_lines")
+    if (spec.scaled or editing) and hyperparameters.get("scaling_coef") is None:
+        raise ConfigError(f"method {method!r} needs scaling_coef=<value> (nothing is swept here)")
     merger = make_method(method, **hyperparameters)
     module = pretrained if isinstance(pretrained, nn.Module) else None
     merger = merger.bind(module, list(finetuned))
@@ -126,7 +96,7 @@ def merge(
     }
     candidates = list(merger.candidates(base, task_vectors))
     if len(candidates) != 1:
-        raise ValueError(
+        raise ConfigError(
             f"method {method!r} produced {len(candidates)} candidates: give one value of each "
             "swept hyperparameter (e.g. tall_mask_lambda=0.4)"
         )

@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from taskmerge.errors import CheckpointError
+from taskmerge.errors import CheckpointError, ConfigError
 
 StateDict = dict[str, torch.Tensor]
 
@@ -151,3 +151,18 @@ def check_compatible(
         {key: tuple(value.shape) for key, value in reference.items()},
         source,
     )
+
+
+def require_keys(names: Iterable[str], model_keys: Iterable[str], source: str = "") -> None:
+    """The one key check of merging: every name of a task vector must be a tensor of the model.
+
+    Raises:
+        ConfigError: Names the model lacks (the task vectors come from another architecture).
+    """
+    missing = sorted(set(names) - set(model_keys))
+    if missing:
+        where = f"{source}: " if source else ""
+        raise ConfigError(
+            f"{where}the model has no parameters named {missing[:3]}: the task vectors come from "
+            "another architecture; merge them with the pretrained model they were fine-tuned from"
+        )

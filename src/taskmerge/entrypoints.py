@@ -1,43 +1,43 @@
-"""Hydra glue shared by main.py and finetune.py: config -> library objects.
+"""Hydra glue shared by main.py and finetune.py: config -> library objects -> the library's calls.
 
-The rest of the library knows nothing of Hydra; this module instantiates the configured pieces
-and validates them before any long work starts.
+The rest of the library knows nothing of Hydra; this module instantiates the configured pieces,
+validates them before any long work starts, and calls :func:`taskmerge.experiment.run_merge`
+or :func:`taskmerge.training.finetune_task` with them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from taskmerge.data.catalog import resolve_task_specs
-from taskmerge.data.registry import resolve_task_names
+from taskmerge.checkpoints import fingerprint
+from taskmerge.data.catalog import resolve_task_names, resolve_task_specs
 from taskmerge.errors import TaskmergeError
+from taskmerge.evaluation import TaskEvaluator
+from taskmerge.experiment import run_merge
+from taskmerge.finetuning import FinetuningMode
 from taskmerge.merging import MergeMethod, with_lines
 from taskmerge.merging.lines import LINES_KEYS
-from taskmerge.workspace import Settings, Workspace
+from taskmerge.merging.registry import help_text
+from taskmerge.models.clip import ClipBundle
+from taskmerge.store import CheckpointStore
+from taskmerge.tracking import Tracker
+from taskmerge.training import TrainSettings, finetune_task, finetuned_accuracies
 
 log = logging.getLogger("taskmerge")
 
-#: Config groups whose option names are numbers (Hydra would parse ``tasks=14`` as an int).
-NUMERIC_GROUPS = ("tasks",)
 
-
-def quote_numeric_choices(argv: Sequence[str]) -> list[str]:
-    """Rewrite ``tasks=14`` / ``tasks=8,14`` as quoted strings so Hydra selects the config file."""
-    out = []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if sep and key.lstrip("~+") in NUMERIC_GROUPS and re.fullmatch(r"\d+(,\d+)*", value):
-            arg = f"{key}=" + ",".join(f"'{v}'" for v in value.split(","))
-        out.append(arg)
-    return out
+def register_resolvers() -> None:
+    """OmegaConf resolvers the configs use (``--help`` lists the methods of the registry)."""
+    OmegaConf.register_new_resolver("taskmerge_methods", help_text, replace=True)
 
 
 def instantiate(node: DictConfig, **kwargs: object) -> object:
@@ -66,24 +66,54 @@ def set_default_home(project_root: Path) -> None:
     os.environ.setdefault("TASKMERGE_HOME", str(project_root / "cache"))
 
 
-def build_workspace(cfg: DictConfig) -> Workspace:
-    """Resolve tasks, load the model and build the workspace (fails fast on bad input)."""
-    names = resolve_task_names(cfg.tasks.names, cfg.tasks.count)
-    specs = resolve_task_specs(names)
-    settings = Settings(
-        checkpoints=Path(cfg.paths.checkpoints),
-        data_root=Path(cfg.paths.data),
-        cache_dir=Path(cfg.paths.cache),
-        finetuning=instantiate(cfg.finetuning),
-        train=instantiate(cfg.train),
-        device=cfg.device,
-        eval_batch_size=cfg.eval_batch_size,
-        num_workers=cfg.num_workers,
-        finetune_missing=cfg.finetune_missing,
-        finetune_command=finetune_command(),
-    )
+def task_names(cfg: DictConfig) -> list[str]:
+    """The run's tasks from ``tasks.names`` / ``DATASETS``, else the first ``num_tasks``."""
+    return resolve_task_names(cfg.tasks.names, cfg.tasks.list, cfg.num_tasks)
+
+
+@dataclass
+class Setup:
+    """What a job works with, built from the config (fails fast on bad input)."""
+
+    bundle: ClipBundle
+    pretrained: dict
+    evaluator: TaskEvaluator
+    store: CheckpointStore
+    mode: FinetuningMode
+    train: TrainSettings
+
+    @property
+    def tasks(self) -> list[str]:
+        """Task names in order."""
+        return self.evaluator.task_names
+
+
+def build_setup(cfg: DictConfig) -> Setup:
+    """Resolve the tasks, load the model, and build the evaluator and the checkpoint store."""
+    specs = resolve_task_specs(task_names(cfg))
+    mode = instantiate(cfg.finetuning)
+    train = instantiate(cfg.train)
     bundle = instantiate(cfg.model)
-    return Workspace(bundle, specs, settings)
+    pretrained = {k: v.detach().clone() for k, v in bundle.visual.state_dict().items()}
+    pretrained_fp = fingerprint(pretrained)
+    cache = Path(cfg.paths.cache).expanduser()
+    heads_dir = (
+        cache / "heads" / bundle.name / f"{bundle.pretrained.replace('/', '_')}-{pretrained_fp}"
+    )
+    evaluator = TaskEvaluator(
+        bundle,
+        specs,
+        data_root=cfg.paths.data,
+        cache_dir=cache,
+        heads_dir=heads_dir,
+        device=cfg.device,
+        batch_size=cfg.eval_batch_size,
+        num_workers=cfg.num_workers,
+    )
+    store = CheckpointStore(
+        cfg.paths.checkpoints, bundle.name, bundle.pretrained, mode.name, pretrained, pretrained_fp
+    )
+    return Setup(bundle, pretrained, evaluator, store, mode, train)
 
 
 def finetune_command() -> str:
@@ -95,6 +125,79 @@ def finetune_command() -> str:
         return f"python finetune.py model={choices['model']} finetuning={choices['finetuning']}"
     except (ValueError, KeyError):
         return "python finetune.py"
+
+
+def ensure_checkpoints(setup: Setup, finetune_missing: bool) -> None:
+    """Fine-tune the missing checkpoints where allowed; else fail, before any long work."""
+    missing = setup.store.missing(setup.tasks)
+    if missing and not finetune_missing:
+        setup.store.require(setup.tasks, finetune_command())
+    for task in missing:
+        finetune_task(
+            task, setup.bundle.visual, setup.evaluator, setup.store, setup.train, setup.mode
+        )
+
+
+def run_main(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """main.py's job: build everything, check it, fine-tune what is missing (demo), merge."""
+    method = build_method(cfg.method)
+    setup = build_setup(cfg)
+    method = method.bind(setup.bundle.visual, setup.tasks, mask_dir=setup.store.mask_dir)
+    if not cfg.finetune_missing:
+        setup.store.require(setup.tasks, finetune_command())
+    tracker: Tracker = instantiate(  # not recursive: the run config's _target_ nodes stay data
+        cfg.logger,
+        dir=str(run_dir),
+        name=run_dir.name,
+        run_config=config_dict(cfg),
+        _recursive_=False,
+        _convert_="all",
+    )
+    try:
+        ensure_checkpoints(setup, cfg.finetune_missing)
+        finetuned = finetuned_accuracies(setup.store, setup.evaluator, setup.tasks)
+        info = {
+            "model": setup.bundle.name,
+            "pretrained": setup.bundle.pretrained,
+            "finetuning": setup.mode.name,
+            "config": config_dict(cfg),
+        }
+        return run_merge(
+            method,
+            setup.pretrained,
+            setup.store.task_vectors(setup.tasks),
+            setup.evaluator,
+            finetuned,
+            tracker,
+            run_dir,
+            info,
+        )
+    finally:
+        tracker.finish()
+
+
+def run_finetune(cfg: DictConfig) -> dict[str, Mapping[str, float]]:
+    """finetune.py's job: fine-tune every task without a checkpoint (all, with overwrite)."""
+    setup = build_setup(cfg)
+    done: dict[str, Mapping[str, float]] = {}
+    for task in setup.tasks:
+        if setup.store.path(task).is_file() and not cfg.overwrite:
+            log.info(
+                "%s: checkpoint exists in %s (overwrite=true replaces it)",
+                task,
+                setup.store.task_dir(task),
+            )
+            continue
+        done[task] = finetune_task(
+            task,
+            setup.bundle.visual,
+            setup.evaluator,
+            setup.store,
+            setup.train,
+            setup.mode,
+            overwrite=bool(cfg.overwrite),
+        )
+    return done
 
 
 def config_dict(cfg: DictConfig) -> dict:

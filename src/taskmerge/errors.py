@@ -1,4 +1,9 @@
-"""Errors a user can cause and fix (bad config, paths, checkpoints, data)."""
+"""The one error type for a user's mistake, and its kinds.
+
+A :class:`TaskmergeError` is something the user can fix (bad config, paths, checkpoints, data):
+its message names the problem and the fix in one line, and the entry points print that line
+(no traceback) and exit with a non-zero status. Anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ class TaskmergeError(Exception):
     """A problem the user can fix; the message names the problem and the fix in one line."""
 
 
-class ConfigError(TaskmergeError):
-    """An invalid or inconsistent configuration value."""
+class ConfigError(TaskmergeError, ValueError):
+    """An invalid or inconsistent configuration value or argument."""
 
 
 class DataNotFoundError(TaskmergeError):

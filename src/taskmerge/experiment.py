@@ -1,43 +1,53 @@
-"""One merge experiment: task vectors -> candidates -> Val selection -> Test -> results."""
+"""One merge experiment: task vectors -> candidates -> Val sweep -> selection -> Test -> report.
+
+:func:`run_merge` receives everything it works on (a bound method, the pretrained weights, the
+task vectors, an evaluator, the fine-tuned accuracies, a tracker) and is three steps:
+:func:`sweep` scores every candidate on Val, a :class:`Selection` keeps the chosen weights, and
+:func:`report` evaluates them on Test and writes the results JSON, the plot and the tracker.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from taskmerge.errors import ConfigError
-from taskmerge.evaluation import normalized_accuracy, summarize
+from taskmerge.evaluation import Evaluator, normalized_accuracy, summarize
 from taskmerge.merging.base import Candidate, MergeMethod
 from taskmerge.merging.selection import Reference, best_index
 from taskmerge.task_vectors import TaskVector
 from taskmerge.tracking import Tracker, plot_sweep, write_results
 from taskmerge.versions import versions
-from taskmerge.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
+StateDict = Mapping[str, Any]
+#: Task -> {"val_top1": ..., "test_top1": ...}
+Accuracies = Mapping[str, Mapping[str, float]]
 
-def build_task_vectors(workspace: Workspace) -> dict[str, TaskVector]:
-    """One lazy task vector per task: each checkpoint is checked now (header only) and read one
-    tensor at a time by the merge, so memory does not grow with the number of tasks."""
+
+# --------------------------------------------------------------------------- inputs
+def zeroshot_accuracies(evaluator: Evaluator, pretrained: StateDict) -> dict[str, dict[str, float]]:
+    """Split (``val``, ``test``) -> task -> top-1 of the pretrained encoder."""
     return {
-        task: TaskVector.lazy(workspace.pretrained, workspace.finetuned_checkpoint(task))
-        for task in workspace.task_names
+        split: {t: evaluator.accuracy(pretrained, t, split) for t in evaluator.task_names}
+        for split in ("val", "test")
     }
 
 
 def evaluate_candidate(
-    workspace: Workspace, candidate: Candidate, split: str, finetuned: Mapping[str, float]
+    evaluator: Evaluator, candidate: Candidate, split: str, finetuned: Mapping[str, float]
 ) -> dict[str, Any]:
     """Per-task and mean metrics of one candidate on ``split`` (``val`` or ``test``)."""
     accuracies = {
-        task: workspace.accuracy(candidate.for_task(task), task, split)
-        for task in workspace.task_names
+        task: evaluator.accuracy(candidate.for_task(task), task, split)
+        for task in evaluator.task_names
     }
     metrics: dict[str, Any] = {"hyperparameters": candidate.hyperparameters}
     for task, accuracy in accuracies.items():
@@ -48,171 +58,238 @@ def evaluate_candidate(
     return metrics
 
 
-def zeroshot_accuracies(workspace: Workspace) -> dict[str, dict[str, float]]:
-    """Split (``val``, ``test``) -> task -> top-1 of the pretrained encoder.
-
-    Computed per run, only for methods that need it (as cheap as one sweep point per split).
-    """
-    return {
-        split: {t: workspace.accuracy(workspace.pretrained, t, split) for t in workspace.task_names}
-        for split in ("val", "test")
-    }
-
-
-def run_merge(
-    workspace: Workspace,
+# --------------------------------------------------------------------------- sweep
+def sweep(
     method: MergeMethod,
-    tracker: Tracker,
-    run_dir: str | Path,
-    config: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Merge, sweep the method's hyperparameters on Val, evaluate the chosen one on Test.
+    pretrained: StateDict,
+    task_vectors: Mapping[str, TaskVector],
+    evaluator: Evaluator,
+    reference: Reference,
+    tracker: Tracker | None = None,
+) -> Iterator[tuple[Candidate, dict[str, Any]]]:
+    """Score each of the method's candidates on Val, in grid order, one in memory at a time.
 
-    The selection criterion is the method's :meth:`~MergeMethod.score`: by default the mean
-    normalized Val accuracy (merged / fine-tuned top-1 of the same task, both measured here);
-    ties go to the first grid point.
+    Yields ``(candidate, metrics)``; the metrics hold the per-task and mean accuracies, the
+    method's derived metrics and ``val/selection_score`` (the method's criterion, None when
+    inadmissible). Each point is logged to ``tracker`` with its step.
     """
-    start = time.time()
-    method = method.bind(workspace.bundle.visual, workspace.task_names)
-    workspace.ensure_finetuned()
-    finetuned = {t: workspace.finetuned_metrics(t) for t in workspace.task_names}
-    ft_val = {t: m["val_top1"] for t, m in finetuned.items()}
-    ft_test = {t: m["test_top1"] for t, m in finetuned.items()}
-    zeroshot = zeroshot_accuracies(workspace) if method.needs_zeroshot else None
-    reference = {
-        split: Reference(workspace.task_names, ft, zeroshot[split] if zeroshot else None)
-        for split, ft in (("val", ft_val), ("test", ft_test))
-    }
-    task_vectors = build_task_vectors(workspace)
-
-    curve: list[dict[str, Any]] = []
-    scores: list[float | None] = []
-    best_candidate: Candidate | None = None
-    per_task_best: tuple[Candidate, dict[str, Any]] | None = None
-    candidates = method.candidates(workspace.pretrained, task_vectors)
-    for step, candidate in enumerate(
-        tqdm(candidates, desc=f"{method.name}: Val sweep", leave=False)
-    ):
-        metrics = evaluate_candidate(workspace, candidate, "val", ft_val)
-        metrics.update(method.derived_metrics(metrics, "val", reference["val"]))
+    candidates = method.candidates(pretrained, task_vectors)
+    for step, candidate in enumerate(tqdm(candidates, desc=f"{method.name}: Val", leave=False)):
+        metrics = evaluate_candidate(evaluator, candidate, "val", reference.finetuned)
+        metrics.update(method.derived_metrics(metrics, "val", reference))
         metrics["val/selection_score"] = method.score(metrics)
-        curve.append(metrics)
-        scores.append(metrics["val/selection_score"])
-        tracker.log(
-            _loggable(metrics) | {f"sweep/{k}": v for k, v in candidate.hyperparameters.items()},
-            step=step,
-        )
-        if method.select_per_task:
-            per_task_best = _update_per_task_best(per_task_best, candidate, metrics, ft_val)
-        elif best_index(scores) == len(scores) - 1:
-            best_candidate = candidate  # keep only the best weights in memory
-    if not curve:
-        raise RuntimeError(f"method {method.name} produced no candidate")
-    if method.select_per_task:
-        best_candidate, curve_at_choice = per_task_best
-    else:
-        chosen = best_index(scores)
-        if chosen is None:
+        if tracker is not None:
+            hyper = {f"sweep/{k}": v for k, v in candidate.hyperparameters.items()}
+            tracker.log(loggable(metrics) | hyper, step=step)
+        yield candidate, metrics
+
+
+# --------------------------------------------------------------------------- selection
+@dataclass
+class Selection:
+    """Keeps the Val-best weights of a sweep as it runs (only those stay in memory).
+
+    Global selection (default): the highest ``val/selection_score``, ties to the first grid
+    point. Per-task selection (``per_task=True``, TALL masks): each task keeps the candidate that
+    gives it the highest normalized Val accuracy (ties to the earlier one), so the chosen
+    hyperparameters are a task -> value table.
+    """
+
+    finetuned: Mapping[str, float]
+    per_task: bool = False
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    _best: Candidate | None = None
+    _val: dict[str, Any] = field(default_factory=dict)
+
+    def offer(self, candidate: Candidate, metrics: dict[str, Any]) -> None:
+        """Record one swept point; keep its weights if they are (so far) the chosen ones."""
+        self.curve.append(metrics)
+        if self.per_task:
+            self._offer_per_task(candidate, metrics)
+        elif best_index(self.scores) == len(self.curve) - 1:
+            self._best = candidate
+
+    @property
+    def scores(self) -> list[float | None]:
+        """The selection score of every point so far."""
+        return [metrics["val/selection_score"] for metrics in self.curve]
+
+    def result(self, method_name: str) -> tuple[Candidate, dict[str, Any]]:
+        """The chosen candidate and its Val metrics.
+
+        Raises:
+            ConfigError: no candidate is admissible (e.g. none keeps the control accuracy).
+        """
+        if not self.curve:
+            raise RuntimeError(f"method {method_name} produced no candidate")
+        if self.per_task:
+            return self._best, self._val  # type: ignore[return-value]
+        chosen = best_index(self.scores)
+        if chosen is None or self._best is None:
             raise ConfigError(
-                f"no {method.name} candidate is admissible on Val (e.g. none keeps the control "
+                f"no {method_name} candidate is admissible on Val (e.g. none keeps the control "
                 "accuracy above method.control_threshold): add 0.0 to method.grid or lower the "
                 "threshold"
             )
-        curve_at_choice = curve[chosen]
-    test = evaluate_candidate(workspace, best_candidate, "test", ft_test)
-    test.update(method.derived_metrics(test, "test", reference["test"]))
+        return self._best, self.curve[chosen]
 
+    def _offer_per_task(self, candidate: Candidate, metrics: dict[str, Any]) -> None:
+        if self._best is None:
+            self._best = Candidate({}, per_task={})
+        chosen, val = self._best, self._val
+        for task in self.finetuned:
+            key = f"val/{task}/normalized_top1"
+            if task not in chosen.per_task or metrics[key] > val[key]:
+                chosen.per_task[task] = candidate.for_task(task)
+                for name, value in candidate.hyperparameters.items():
+                    chosen.hyperparameters.setdefault(name, {})[task] = value
+                val[key] = metrics[key]
+                val[f"val/{task}/top1"] = metrics[f"val/{task}/top1"]
+        accuracies = {t: val[f"val/{t}/top1"] for t in self.finetuned}
+        val.update({f"val/avg/{k}": v for k, v in summarize(accuracies, self.finetuned).items()})
+        val["hyperparameters"] = chosen.hyperparameters
+
+
+# --------------------------------------------------------------------------- report
+def report(
+    method: MergeMethod,
+    chosen: Candidate,
+    val: Mapping[str, Any],
+    curve: Sequence[Mapping[str, Any]],
+    evaluator: Evaluator,
+    references: Mapping[str, Reference],
+    tracker: Tracker,
+    run_dir: str | Path,
+    info: Mapping[str, Any],
+    started: float | None = None,
+) -> dict[str, Any]:
+    """Evaluate the chosen weights on Test; write ``results.json``, ``sweep.png`` and the
+    tracker's summary; return the results (``seconds`` counts from ``started``)."""
+    test = evaluate_candidate(evaluator, chosen, "test", references["test"].finetuned)
+    test.update(method.derived_metrics(test, "test", references["test"]))
+    ft = {split: references[split].finetuned for split in ("val", "test")}
     results = {
         "method": method.name,
-        "hyperparameters": best_candidate.hyperparameters,
-        "model": workspace.bundle.name,
-        "pretrained": workspace.bundle.pretrained,
-        "finetuning": workspace.settings.finetuning.name,
-        "tasks": workspace.task_names,
-        "test": _per_task(test, "test", ft_test),
-        "val": _per_task(curve_at_choice, "val", ft_val),
-        "sweep": curve,
-        "finetuned": {t: {"val_top1": ft_val[t], "test_top1": ft_test[t]} for t in ft_val},
-        "config": dict(config or {}),
+        "hyperparameters": chosen.hyperparameters,
+        **dict(info),
+        "tasks": list(evaluator.task_names),
+        "test": _per_task(test, "test", ft["test"]),
+        "val": _per_task(val, "val", ft["val"]),
+        "sweep": list(curve),
+        "finetuned": {t: {"val_top1": ft["val"][t], "test_top1": ft["test"][t]} for t in ft["val"]},
         "versions": versions(),
-        "seconds": time.time() - start,
+        "seconds": time.time() - (started if started is not None else time.time()),
         "complete": True,
     }
-    report = _report(method, curve_at_choice, test, reference)
-    if report:
-        results["report"] = report
+    details = _method_details(method, val, test, references)
+    if details:
+        results["report"] = details
+    zeroshot = {split: ref.zeroshot for split, ref in references.items() if ref.zeroshot}
     if zeroshot:
         results["zeroshot"] = {
             t: {"val_top1": zeroshot["val"][t], "test_top1": zeroshot["test"][t]}
-            for t in workspace.task_names
+            for t in evaluator.task_names
         }
     write_results(results, run_dir)
     key = _swept_key(curve)
     plot_sweep(curve, key, Path(run_dir) / "sweep.png", f"{method.name} on Val")
-    tracker.log(_loggable(test))
+    tracker.log(loggable(test))
     tracker.summary(
-        _loggable(test)
-        | {f"chosen/{k}": v for k, v in best_candidate.hyperparameters.items()}
+        loggable(test)
+        | {f"chosen/{k}": v for k, v in chosen.hyperparameters.items()}
         | {
             f"zeroshot/{split}/{t}/top1": acc
-            for split, per_task in (zeroshot or {}).items()
+            for split, per_task in zeroshot.items()
             for t, acc in per_task.items()
         }
     )
     return results
 
 
-def _loggable(metrics: Mapping[str, Any]) -> dict[str, Any]:
+# --------------------------------------------------------------------------- the experiment
+def run_merge(
+    method: MergeMethod,
+    pretrained: StateDict,
+    task_vectors: Mapping[str, TaskVector],
+    evaluator: Evaluator,
+    finetuned: Accuracies,
+    tracker: Tracker,
+    run_dir: str | Path,
+    info: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Merge, sweep the method's hyperparameters on Val, evaluate the chosen one on Test.
+
+    Args:
+        method: A bound merge method (:meth:`MergeMethod.bind`).
+        pretrained: The pretrained encoder's state dict.
+        task_vectors: Task -> task vector, in the evaluator's task order.
+        evaluator: Scores weights on the tasks' Val and Test splits.
+        finetuned: Task -> fine-tuned ``val_top1`` / ``test_top1`` (measured by this project:
+            normalized accuracy divides by them).
+        tracker: Where metrics are logged.
+        run_dir: Where ``results.json`` and ``sweep.png`` go.
+        info: Extra top-level results entries (model, fine-tuning mode, config...).
+
+    The selection criterion is the method's :meth:`~MergeMethod.score`: by default the mean
+    normalized Val accuracy; ties go to the first grid point.
+    """
+    start = time.time()
+    tasks = evaluator.task_names
+    if list(task_vectors) != list(tasks):
+        raise ConfigError(f"task vectors {list(task_vectors)} do not match the tasks {tasks}")
+    zeroshot = zeroshot_accuracies(evaluator, pretrained) if method.needs_zeroshot else None
+    references = {
+        split: Reference(
+            tasks, {t: finetuned[t][f"{split}_top1"] for t in tasks}, (zeroshot or {}).get(split)
+        )
+        for split in ("val", "test")
+    }
+    selection = Selection(references["val"].finetuned, per_task=method.select_per_task)
+    for candidate, metrics in sweep(
+        method, pretrained, task_vectors, evaluator, references["val"], tracker
+    ):
+        selection.offer(candidate, metrics)
+    chosen, val = selection.result(method.name)
+    return report(
+        method,
+        chosen,
+        val,
+        selection.curve,
+        evaluator,
+        references,
+        tracker,
+        run_dir,
+        info or {},
+        started=start,
+    )
+
+
+def loggable(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The metrics a tracker takes: no hyperparameters, no inadmissible (None) scores."""
     return {k: v for k, v in metrics.items() if k != "hyperparameters" and v is not None}
 
 
-def _report(
+def _method_details(
     method: MergeMethod,
     val: Mapping[str, Any],
     test: Mapping[str, Any],
-    reference: Mapping[str, Reference],
+    references: Mapping[str, Reference],
 ) -> dict[str, Any]:
     """The method's details and derived metrics at the chosen point (e.g. target vs control)."""
-    report: dict[str, Any] = dict(method.details())
+    details: dict[str, Any] = dict(method.details())
     for split, metrics in (("val", val), ("test", test)):
-        derived = method.derived_metrics(metrics, split, reference[split])
+        derived = method.derived_metrics(metrics, split, references[split])
         if derived:
-            report[split] = {k.removeprefix(f"{split}/"): v for k, v in derived.items()}
-    return report
+            details[split] = {k.removeprefix(f"{split}/"): v for k, v in derived.items()}
+    return details
 
 
-def _swept_key(curve: list[dict[str, Any]]) -> str:
+def _swept_key(curve: Sequence[Mapping[str, Any]]) -> str:
     """The first hyperparameter that varies along the sweep (what the plot's x-axis shows)."""
     for key in curve[0]["hyperparameters"]:
         if len({repr(c["hyperparameters"].get(key)) for c in curve}) > 1:
             return key
     return "scaling_coef"
-
-
-def _update_per_task_best(
-    best: tuple[Candidate, dict[str, Any]] | None,
-    candidate: Candidate,
-    metrics: dict[str, Any],
-    finetuned: Mapping[str, float],
-) -> tuple[Candidate, dict[str, Any]]:
-    """Per task, keep the candidate's weights if they beat that task's best Val accuracy so far
-    (ties keep the earlier grid point)."""
-    if best is None:
-        best = (Candidate({}, per_task={}), {})
-    chosen, val = best
-    for task in finetuned:
-        key = f"val/{task}/normalized_top1"
-        if task not in chosen.per_task or metrics[key] > val[key]:
-            chosen.per_task[task] = candidate.for_task(task)
-            for name, value in candidate.hyperparameters.items():
-                chosen.hyperparameters.setdefault(name, {})[task] = value
-            val[key] = metrics[key]
-            val[f"val/{task}/top1"] = metrics[f"val/{task}/top1"]
-    accuracies = {t: val[f"val/{t}/top1"] for t in finetuned}
-    val.update({f"val/avg/{k}": v for k, v in summarize(accuracies, finetuned).items()})
-    val["hyperparameters"] = chosen.hyperparameters
-    return chosen, val
 
 
 def _per_task(metrics: Mapping[str, Any], split: str, finetuned: Mapping[str, float]) -> dict:

@@ -2,7 +2,7 @@
 
 A :class:`LazyTaskVector` is a ``Mapping[str, Tensor]`` whose ``vector[key]`` reads ONE tensor,
 ``finetuned[key] - pretrained[key]``, from the checkpoint file(s), so a merge over many tasks
-holds only the tensors it is working on (DESIGN.md, convention 4). Every read opens the file
+holds only the tensors it is working on (memory is bounded by design). Every read opens the file
 with ``safetensors.safe_open`` and closes it again: a handle kept open would keep the pages it
 touched mapped, so resident memory would grow with every tensor read.
 """

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from taskmerge.checkpoints import StateDict, check_compatible, load_state_dict
+from taskmerge.checkpoints import StateDict, check_compatible, load_state_dict, require_keys
 from taskmerge.lazy_vectors import LazyTaskVector, Pretrained
 
 
@@ -145,9 +145,7 @@ class TaskVector:
         self, pretrained: Mapping[str, torch.Tensor], scaling_coef: float = 1.0
     ) -> StateDict:
         """``pretrained + scaling_coef * self``; tensors outside the vector are copied unchanged."""
-        missing = sorted(set(self.vector) - set(pretrained))
-        if missing:
-            raise ValueError(f"the model has no parameters named {missing[:3]}")
+        require_keys(self.vector, pretrained)
         merged: StateDict = {}
         for key, value in pretrained.items():
             merged[key] = apply_delta(value, self.vector.get(key), scaling_coef)

@@ -4,7 +4,8 @@ These are facts read from `nik-dim/tall_masks` (src/datasets/*.py, the origin of
 benchmark; `AntoAndGar/task_singular_vectors` and `mlfoundations/task_vectors` agree), from
 torchvision's own ``classes`` attributes where the references use those, and, for lists the
 references derive from files on disk (Cars, DTD, SUN397), from `tanganke/fusion_bench`'s
-hard-coded copies of the same lists. Every list is a tuple of ``str``.
+hard-coded copies of the same lists. Every list is a tuple of ``str``. The module is long because
+it is data (one concept: the class-name lists), not logic.
 """
 
 from __future__ import annotations

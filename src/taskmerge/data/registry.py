@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch.utils.data import Dataset
-
-from taskmerge.errors import ConfigError
 
 #: The standard benchmark order; the 8, 14 and 20-task sets are its prefixes.
 STANDARD_TASKS: tuple[str, ...] = (
@@ -59,19 +57,3 @@ class TaskSpec:
     def prompts(self, classname: str) -> list[str]:
         """All template prompts for one class name."""
         return [template.format(classname) for template in self.templates]
-
-
-def resolve_task_names(names: Sequence[str] | None, count: int | None) -> list[str]:
-    """Explicit task names, or the first ``count`` standard tasks.
-
-    Raises:
-        ConfigError: if neither or both are given, or ``count`` is out of range.
-    """
-    if names:
-        return list(names)
-    if count is None or not 1 <= int(count) <= len(STANDARD_TASKS):
-        raise ConfigError(
-            f"tasks: give tasks.names=[...] or tasks.count between 1 and {len(STANDARD_TASKS)}"
-            f" (got count={count!r})"
-        )
-    return list(STANDARD_TASKS[: int(count)])

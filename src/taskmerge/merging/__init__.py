@@ -1,5 +1,10 @@
 """Merge methods: pure functions over task vectors plus thin classes whose arguments are the
-YAML keys of ``config/method/<name>.yaml``."""
+YAML keys of ``config/method/<name>.yaml``.
+
+Each method class declares itself with :func:`~taskmerge.merging.registry.register_method`;
+every module of this package is discovered by the registry, so a new method needs no line here
+(the names below are re-exported for convenience).
+"""
 
 from taskmerge.merging.arithmetic import (
     SingleTask,
@@ -11,8 +16,9 @@ from taskmerge.merging.arithmetic import (
 )
 from taskmerge.merging.base import Candidate, MergeMethod
 from taskmerge.merging.lines import LiNeS, with_lines
-from taskmerge.merging.masks import Consensus, MagnitudeMasking, TallMask
+from taskmerge.merging.mask_methods import Consensus, MagnitudeMasking, TallMask
 from taskmerge.merging.negation import TaskNegation
+from taskmerge.merging.registry import method_names, method_spec, register_method
 from taskmerge.merging.ties import Ties, ties_merge
 from taskmerge.merging.tsv import TSVCompress, TSVMerge, tsv_merge
 
@@ -31,6 +37,9 @@ __all__ = [
     "Ties",
     "WeightAverage",
     "ZeroShot",
+    "method_names",
+    "method_spec",
+    "register_method",
     "task_arithmetic",
     "ties_merge",
     "tsv_merge",

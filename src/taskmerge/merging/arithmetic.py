@@ -7,6 +7,8 @@ from typing import Any
 
 from taskmerge.errors import ConfigError
 from taskmerge.merging.base import Candidate, MergeMethod
+from taskmerge.merging.masks import multitask_vector
+from taskmerge.merging.registry import register_method
 from taskmerge.merging.tensorwise import each_parameter, parameter_names, running_sum
 from taskmerge.task_vectors import TaskVector
 
@@ -30,10 +32,9 @@ def weight_average(task_vectors: Sequence[TaskVector]) -> TaskVector:
     return TaskVector({name: tensor.mul_(scale) for name, tensor in summed.vector.items()})
 
 
+@register_method("zeroshot", scaled=False)
 class ZeroShot(MergeMethod):
     """The pretrained encoder itself."""
-
-    name = "zeroshot"
 
     def __init__(self) -> None:
         super().__init__(scaling_coef=0.0)
@@ -44,10 +45,9 @@ class ZeroShot(MergeMethod):
         yield Candidate({}, dict(pretrained))
 
 
+@register_method("single_task", scaled=False, lines="editing")
 class SingleTask(MergeMethod):
     """The fine-tuned encoder of one task (``task_index`` into the task list), on every task."""
-
-    name = "single_task"
 
     def __init__(self, task_index: int = 0, scaling_coef: float = 1.0) -> None:
         super().__init__(scaling_coef=scaling_coef)
@@ -62,19 +62,35 @@ class SingleTask(MergeMethod):
         return task_vectors[names[self.task_index]]
 
 
+@register_method("sum", scaled=True, lines="multitask")
 class TaskArithmetic(MergeMethod):
-    """theta0 + alpha * sum_t tau_t, alpha swept on Val (arXiv:2212.04089)."""
+    """theta0 + alpha * sum_t tau_t, alpha swept on Val (arXiv:2212.04089).
 
-    name = "sum"
+    Args:
+        k: Keep each task's top-``k``% magnitudes (over its whole vector, ties kept) before
+            summing, as the ``k`` of ``nik-dim/tall_masks``' ``sum.yaml``; 100 (default): no trim.
+        scaling_coef: Fixed alpha, or None to sweep ``grid``.
+        grid: Alphas tried on Val.
+    """
+
+    def __init__(
+        self, k: float = 100, scaling_coef: float | None = None, grid: Sequence[float] | None = None
+    ) -> None:
+        super().__init__(scaling_coef=scaling_coef, grid=grid)
+        if not 0 < k <= 100:
+            raise ConfigError(f"method.k={k} must be a percentage in (0, 100]")
+        self.k = k
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
-        return task_arithmetic(list(task_vectors.values()))
+        vectors = list(task_vectors.values())
+        if self.k >= 100:
+            return task_arithmetic(vectors)
+        return TaskVector(multitask_vector([tv.vector for tv in vectors], k=self.k))
 
 
+@register_method("average", scaled=False, lines="multitask")
 class WeightAverage(MergeMethod):
     """theta0 + mean_t tau_t (model soups / weight averaging), no sweep."""
-
-    name = "average"
 
     def __init__(self) -> None:
         super().__init__(scaling_coef=1.0)

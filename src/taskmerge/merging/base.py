@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -67,11 +68,15 @@ class MergeMethod:
         """Combine the task vectors into one (before scaling)."""
         raise NotImplementedError
 
-    def bind(self, encoder: nn.Module | None, tasks: Sequence[str]) -> MergeMethod:
+    def bind(
+        self, encoder: nn.Module | None, tasks: Sequence[str], *, mask_dir: Path | None = None
+    ) -> MergeMethod:
         """Check the method against the model and the task list; return the method to run.
 
         Called before any long work. ``encoder`` is the module whose state dict is merged
-        (None when only state dicts are known). The default needs neither.
+        (None when only state dicts are known); ``mask_dir`` is where methods that store masks
+        keep them unless configured otherwise (``main.py``: the checkpoint store's mask
+        folder). The default needs none of them.
         """
         return self
 

@@ -16,7 +16,8 @@ blocks come from the model's structure (:func:`find_residual_blocks`), so any de
   ties to the first grid point, i.e. the larger alpha (reference ``find_optimal_coef_tradeoff``).
 
 Which methods take ``apply_lines``: those whose result is one merged task vector applied with a
-coefficient (:data:`MULTITASK_METHODS`, plus ``single_task`` for editing). As in the reference,
+coefficient (``lines="multitask"`` in :mod:`taskmerge.merging.registry`), and ``single_task``
+for editing (``lines="editing"``). As in the reference,
 where ``apply_lines`` is ignored whenever evaluation masks are used, the per-task methods
 (``tall_mask``, ``mag_masking``, ``TSVC``) and ``zeroshot`` / ``negation`` refuse it.
 ``average`` takes it with beta = 1 (its only coefficient), which is the reference's
@@ -26,6 +27,7 @@ where ``apply_lines`` is ignored whenever evaluation masks are used, the per-tas
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +35,7 @@ from torch import nn
 
 from taskmerge.errors import ConfigError
 from taskmerge.merging.base import Candidate, MergeMethod
+from taskmerge.merging.registry import lines_methods, method_specs
 from taskmerge.merging.selection import (
     Reference,
     target_and_controls,
@@ -147,11 +150,6 @@ def editing_grid() -> list[tuple[float, float]]:
     return [(round(1 - i / 10, 10), round(i / 10, 10)) for i in range(11)]
 
 
-#: Methods (classes exported by :mod:`taskmerge.merging`) LiNeS wraps in multi-task mode: one
-#: merged vector applied with a coefficient.
-MULTITASK_METHODS = ("TaskArithmetic", "WeightAverage", "Ties", "Consensus", "TSVMerge")
-#: Methods LiNeS wraps in single-task editing mode.
-EDITING_METHODS = ("SingleTask",)
 #: The YAML keys of the LiNeS option. They sit in the method's config but belong to the LiNeS
 #: wrapper (:func:`with_lines`), not to the method's class.
 LINES_KEYS = ("apply_lines", "tradeoff_target_weight")
@@ -197,9 +195,11 @@ class LiNeS(MergeMethod):
         """Editing normalizes the control tasks by their zero-shot accuracy."""
         return self.editing or self.method.needs_zeroshot
 
-    def bind(self, encoder: nn.Module | None, tasks: Sequence[str]) -> MergeMethod:
+    def bind(
+        self, encoder: nn.Module | None, tasks: Sequence[str], *, mask_dir: Path | None = None
+    ) -> MergeMethod:
         """Read the residual blocks from ``encoder`` (the module whose state dict is merged)."""
-        self.method = self.method.bind(encoder, tasks)
+        self.method = self.method.bind(encoder, tasks, mask_dir=mask_dir)
         if self.editing:
             target_and_controls(tasks, self.method.task_index)  # type: ignore[attr-defined]
         if encoder is None:
@@ -270,24 +270,24 @@ def with_lines(
 ) -> MergeMethod:
     """The method itself, or wrapped by LiNeS when ``apply_lines`` (call ``bind`` before use).
 
+    Whether and how LiNeS applies is the method's ``lines`` entry in
+    :mod:`taskmerge.merging.registry`.
+
     Raises:
         ConfigError: ``apply_lines`` on a method LiNeS cannot scale (see the module docstring).
     """
     if not apply_lines:
         return method
-    if _is_one_of(method, EDITING_METHODS + MULTITASK_METHODS):
-        editing = _is_one_of(method, EDITING_METHODS)
-        return LiNeS(
-            method, editing=editing, grid=grid, tradeoff_target_weight=tradeoff_target_weight
+    spec = method_specs().get(method.name)
+    if spec is None or spec.lines is None:
+        raise ConfigError(
+            f"method {method.name} does not take apply_lines: LiNeS scales one merged task vector "
+            f"({', '.join(lines_methods('multitask'))}; {', '.join(lines_methods('editing'))} for "
+            "editing); drop method.apply_lines"
         )
-    raise ConfigError(
-        f"method {method.name} does not take apply_lines: LiNeS scales one merged task vector "
-        "(sum, average, ties, consensus, TSVM, TSVM_2; single_task for editing); drop "
-        "method.apply_lines"
+    return LiNeS(
+        method,
+        editing=spec.lines == "editing",
+        grid=grid,
+        tradeoff_target_weight=tradeoff_target_weight,
     )
-
-
-def _is_one_of(method: MergeMethod, names: Sequence[str]) -> bool:
-    from taskmerge import merging  # the package imports this module
-
-    return isinstance(method, tuple(getattr(merging, name) for name in names))

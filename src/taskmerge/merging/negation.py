@@ -17,12 +17,14 @@ accuracy.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from taskmerge.errors import ConfigError
 from taskmerge.merging.base import MergeMethod
+from taskmerge.merging.registry import register_method
 from taskmerge.merging.selection import (
     Reference,
     meets_control_threshold,
@@ -36,6 +38,7 @@ SELECTIONS = ("min_target", "largest_coef")
 NEGATION_GRID = [round(i / 20, 10) for i in range(21)]
 
 
+@register_method("negation", scaled=True)
 class TaskNegation(MergeMethod):
     """theta0 - alpha * tau_target; alpha chosen under a control-accuracy constraint.
 
@@ -48,7 +51,6 @@ class TaskNegation(MergeMethod):
         grid: Alphas tried on Val (include 0.0 so that one is always admissible).
     """
 
-    name = "negation"
     needs_zeroshot = True
 
     def __init__(
@@ -76,7 +78,9 @@ class TaskNegation(MergeMethod):
         self.target: str | None = None
         self.controls: list[str] = []
 
-    def bind(self, encoder: nn.Module | None, tasks: Sequence[str]) -> MergeMethod:
+    def bind(
+        self, encoder: nn.Module | None, tasks: Sequence[str], *, mask_dir: Path | None = None
+    ) -> MergeMethod:
         """Resolve the target and control tasks (a clear error for a bad index or name)."""
         self.target, self.controls = target_and_controls(tasks, self.task_index, self.control_tasks)
         return self

@@ -74,12 +74,6 @@ def shape_of(vector: Vector, name: str) -> torch.Size:
     return vector[name].shape
 
 
-def tensors_of(vector: Vector, names: Sequence[str] | None = None) -> Callable[[], Iterator]:
-    """A callable yielding a vector's tensors one at a time (a source for the radix select)."""
-    keys = list(vector) if names is None else list(names)
-    return lambda: (vector[name] for name in keys)
-
-
 def running_sum(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
     """``t_0 + t_1 + ...`` in order, accumulated in place in one buffer (never stacked)."""
     total: torch.Tensor | None = None

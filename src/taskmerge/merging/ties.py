@@ -32,6 +32,7 @@ import torch
 
 from taskmerge.errors import ConfigError
 from taskmerge.merging.base import MergeMethod
+from taskmerge.merging.registry import register_method
 from taskmerge.merging.streaming import trim_thresholds
 from taskmerge.merging.tensorwise import each_parameter, parameter_names, running_sum
 from taskmerge.task_vectors import TaskVector
@@ -103,15 +104,6 @@ class DisjointAccumulator:
         return selected / count.to(selected.dtype)
 
 
-def disjoint_merge(trimmed: Iterable[torch.Tensor], sign: torch.Tensor, agg: str) -> torch.Tensor:
-    """Sum (``agg="sum"``) or mean (``agg="mean"``) of the entries agreeing with ``sign``."""
-    _check_agg(agg)
-    accumulator = DisjointAccumulator()
-    for tensor in trimmed:
-        accumulator.add(tensor)
-    return accumulator.result(sign, agg)
-
-
 def ties_merge_tensor(
     taus: Iterable[torch.Tensor],
     thresholds: Iterable[float],
@@ -181,6 +173,7 @@ def ties_merge(
     return {name: merged(name) for name in each_parameter(parameter_names(vectors))}
 
 
+@register_method("ties", scaled=True, lines="multitask")
 class Ties(MergeMethod):
     """TIES-merging (arXiv:2306.01708): theta0 + alpha * TIES(tau_1..tau_T), alpha swept.
 
@@ -191,8 +184,6 @@ class Ties(MergeMethod):
         scaling_coef: Fixed alpha, or None to sweep ``grid``.
         grid: Alphas tried on Val.
     """
-
-    name = "ties"
 
     def __init__(
         self,

@@ -28,6 +28,9 @@ their top-r factors kept, so the concatenated factors are ``m x (T r)`` and ``n 
 Speed: on the CPU each task's top-r factors, and the polar factors, come from the float64
 eigendecomposition of the smaller Gram matrix, faster than a float32 SVD at ViT sizes and more
 accurate; a full SVD remains for (near) rank-deficient matrices and other devices.
+
+The module is a little over 400 lines because it is one concept: the task-singular-vector
+family (its SVD routes, TSV-M, TSV-C and the storage report share the same factors).
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ from typing import Any
 
 import torch
 
+from taskmerge.checkpoints import require_keys
 from taskmerge.errors import ConfigError
 from taskmerge.merging.base import Candidate, MergeMethod
+from taskmerge.merging.registry import register_method
 from taskmerge.merging.tensorwise import (
     DerivedStateDict,
     column,
@@ -324,6 +329,14 @@ def storage_report(compressed: Sequence[Mapping[str, LowRank | torch.Tensor]]) -
 
 
 # --------------------------------------------------------------------------- method classes
+@register_method(
+    "TSVM_2",
+    scaled=True,
+    lines="multitask",
+    summary="TSV-Merge with whitened factors, X (X^T X)^{-1/2}, instead of polar factors.",
+    orthogonalize="whiten",
+)
+@register_method("TSVM", scaled=True, lines="multitask")
 class TSVMerge(MergeMethod):
     """TSV-Merge (arXiv:2412.00081): theta0 + alpha * TSVM(tau_1..tau_T), alpha swept.
 
@@ -333,8 +346,6 @@ class TSVMerge(MergeMethod):
         scaling_coef: Fixed alpha, or None to sweep ``grid`` (reference: 0.1..3.0).
         grid: Alphas tried on Val.
     """
-
-    name = "TSVM"
 
     def __init__(
         self,
@@ -356,10 +367,9 @@ class TSVMerge(MergeMethod):
         return TaskVector(tsv_merge(vectors, self.orthogonalize, self.sv_reduction))
 
 
+@register_method("TSVC", scaled=False)
 class TSVCompress(MergeMethod):
     """TSV-Compress (arXiv:2412.00081): task t uses theta0 + its rank-r tau_t; no sweep."""
-
-    name = "TSVC"
 
     def __init__(self, sv_reduction: float | None = None) -> None:
         super().__init__(scaling_coef=1.0)
@@ -389,9 +399,7 @@ class TSVCompress(MergeMethod):
         at a time; :attr:`report` comes from the shapes."""
         vectors = [tv.vector for tv in task_vectors.values()]
         names = parameter_names(vectors)
-        missing = sorted(set(names) - set(pretrained))
-        if missing:
-            raise ValueError(f"the model has no parameters named {missing[:3]}")
+        require_keys(names, pretrained)
         count = len(vectors)
         shapes = {name: shape_of(vectors[0], name) for name in names}
         self.report = storage_from_shapes(shapes, count, self.sv_reduction)

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
+
+from taskmerge.checkpoints import save_state_dict
+from taskmerge.data.registry import TaskSpec
+from taskmerge.models.clip import ClipBundle
 
 
 class ClassificationHead(nn.Linear):
@@ -43,3 +49,18 @@ def zeroshot_weights(
         embeddings = F.normalize(clip_model.encode_text(tokens).float(), dim=-1)
         rows.append(F.normalize(embeddings.mean(dim=0), dim=0))
     return torch.stack(rows).cpu() * clip_model.logit_scale.exp().float().cpu()
+
+
+def cached_zeroshot_head(
+    bundle: ClipBundle, spec: TaskSpec, path: Path, device: str | torch.device = "cpu"
+) -> ClassificationHead:
+    """The zero-shot head of one task, read from ``path`` or built from the text tower and saved
+    there (atomically) for the next run."""
+    if path.is_file():
+        weight = load_file(str(path))["weight"]
+    else:
+        weight = zeroshot_weights(
+            bundle.model, bundle.tokenizer, spec.classnames, spec.templates, device
+        )
+        save_state_dict({"weight": weight}, path, {"task": spec.name})
+    return ClassificationHead(weight)

@@ -1,0 +1,323 @@
+"""Merge methods built on masks: magnitude masking, TALL masks and Consensus (arXiv:2405.07813).
+
+The mask math is :mod:`taskmerge.merging.masks`; where mask files live and how they are
+written and read is :mod:`taskmerge.merging.mask_store`. Every class streams over the tasks one
+parameter at a time (never the T masks of the whole model at once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from taskmerge.checkpoints import require_keys
+from taskmerge.errors import ConfigError
+from taskmerge.merging.base import Candidate, MergeMethod
+from taskmerge.merging.mask_store import MaskFile, MaskFiles, multitask_tag
+from taskmerge.merging.masks import (
+    Mask,
+    Vector,
+    magnitude_mask,
+    multitask_tensors,
+    multitask_vector,
+    sum_vectors,
+    tall_mask_tensor,
+    tall_masks,
+)
+from taskmerge.merging.registry import register_method
+from taskmerge.merging.streaming import trim_thresholds
+from taskmerge.merging.tensorwise import (
+    DerivedStateDict,
+    each_parameter,
+    parameter_names,
+    shape_of,
+)
+from taskmerge.task_vectors import TaskVector
+
+MaskSource = Callable[[str, str], torch.Tensor]  # (task, parameter) -> bool tensor
+
+#: The TALL-mask lambdas of the reference, each task choosing its own on Val.
+TALL_LAMBDAS = (0.2, 0.3, 0.4, 0.5, 0.6)
+
+
+def _lambda_of(value: float | Mapping[str, float], task: str) -> float:
+    if isinstance(value, Mapping):
+        if task not in value:
+            raise ConfigError(f"tall_mask_lambda has no value for task {task}: add {task}: <value>")
+        return float(value[task])
+    return float(value)
+
+
+def _shapes(vectors: Sequence[Vector], names: Sequence[str]) -> dict[str, torch.Size]:
+    return {name: shape_of(vectors[0], name) for name in names}
+
+
+def _masked(merged: Vector, mask: Callable[[str], torch.Tensor], name: str) -> torch.Tensor | None:
+    """``mask(name) * merged[name]``; None for parameters outside the merged vector."""
+    if name not in merged:
+        return None
+    return merged[name] * mask(name).to(torch.bool)
+
+
+class _StoresMasks(MergeMethod):
+    """A method that saves / loads TALL-mask files: ``method.mask_dir``, else the directory the
+    caller gives at :meth:`bind` (``main.py``: the checkpoint store's mask folder)."""
+
+    mask_dir: str | None = None
+    load_mask: bool = False
+    save_mask: bool = True
+    _bound_mask_dir: Path | None = None
+
+    def bind(
+        self, encoder: nn.Module | None, tasks: Sequence[str], *, mask_dir: Path | None = None
+    ) -> MergeMethod:
+        """Remember the default mask directory (used when ``mask_dir`` is not set)."""
+        self._bound_mask_dir = mask_dir
+        return self
+
+    def _mask_files(self, task_vectors: Mapping[str, TaskVector], multitask: str) -> MaskFiles:
+        directory = self.mask_dir or self._bound_mask_dir
+        return MaskFiles(directory, list(task_vectors), self.load_mask, self.save_mask, multitask)
+
+
+def write_tall_masks(
+    write: Callable[[str, str, torch.Tensor], None],
+    task_vectors: Mapping[str, TaskVector],
+    merged: Vector,
+    lam: float,
+) -> None:
+    """Compute every task's TALL mask for ``lam`` and write it, one parameter at a time."""
+    for name in each_parameter(merged):
+        tau_mtl = merged[name]
+        for task, tv in task_vectors.items():
+            write(task, name, tall_mask_tensor(tv.vector[name], tau_mtl, lam))
+
+
+# --------------------------------------------------------------------------- method classes
+def _vectors(task_vectors: Mapping[str, TaskVector]) -> list[Vector]:
+    return [tv.vector for tv in task_vectors.values()]
+
+
+@register_method("mag_masking", scaled=False)
+class MagnitudeMasking(MergeMethod):
+    """``mag_masking`` (arXiv:2405.07813 baseline): task t gets theta0 + m_t * sum tau, alpha=1.
+
+    ``m_t`` keeps the top ``k``% magnitudes of tau_t over its whole vector. Default ``k=10`` is
+    the reference YAML's (``config/method/mag_masking.yaml``). The per-task models are built
+    when evaluated, each mask from its task's threshold (one float per task is all that is kept).
+    """
+
+    def __init__(self, k: float = 10, scaling_coef: float = 1.0) -> None:
+        super().__init__(scaling_coef=scaling_coef)
+        self.k = k
+
+    def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
+        return TaskVector(sum_vectors(_vectors(task_vectors)))
+
+    def task_masks(self, task_vectors: Mapping[str, TaskVector]) -> dict[str, Mask]:
+        """Task name -> its top-k% mask (all T masks: for small inputs)."""
+        return {task: magnitude_mask(tv.vector, self.k) for task, tv in task_vectors.items()}
+
+    def candidates(
+        self, pretrained: Mapping[str, Any], task_vectors: Mapping[str, TaskVector]
+    ) -> Iterator[Candidate]:  # noqa: D102
+        thresholds = {task: trim_thresholds(tv.vector, self.k) for task, tv in task_vectors.items()}
+        merged = self.merge(task_vectors).vector
+        require_keys(list(merged), pretrained)
+
+        def mask_of(task: str, name: str) -> torch.Tensor:
+            return task_vectors[task].vector[name].abs() >= thresholds[task][name]
+
+        per_task = {
+            task: DerivedStateDict(pretrained, partial(_masked, merged, partial(mask_of, task)))
+            for task in task_vectors
+        }
+        yield Candidate({"k": self.k}, per_task=per_task)  # type: ignore[arg-type]
+
+
+@register_method("tall_mask", scaled=False)
+class TallMask(_StoresMasks):
+    """TALL masks (Wang et al., arXiv:2405.07813): task t uses theta0 + m_t * tau_MTL.
+
+    One candidate per ``tall_mask_lambda`` (default grid 0.2..0.6 of the reference); lambda is
+    chosen per task on its own Val accuracy. ``use_ties`` builds tau_MTL with TIES (k=20,
+    ``ties_agg``, reference default ``"sum"``); otherwise the sum of top-``k``% trimmed task
+    vectors (reference default ``k=100``: no trim).
+
+    Saved masks: for each lambda, the masks of all tasks are written (packed bits, one file per
+    lambda) as soon as they are computed, to
+    ``<mask_dir>/tall_mask-<sum-k100|ties-k20-sum>-lambda<lambda>-<T>tasks-<hash>.safetensors``
+    (the hash is of the ordered task list, which the file's metadata also lists).
+    ``mask_dir`` defaults to the directory given at :meth:`bind` (``main.py`` gives
+    ``<checkpoints>/<model>/<finetuning>/masks``); with neither (e.g. the Python API without
+    ``mask_dir``) nothing is written. ``load_mask=True`` reads those files instead of
+    recomputing the masks (tau_MTL is still built: the models are theta0 + m_t * tau_MTL); a
+    missing file, or one for other tasks, shapes or tau_MTL settings, is an error naming the
+    file. Files are not invalidated when checkpoints change: delete them after re-fine-tuning.
+    :class:`Consensus` reads and writes the same files.
+
+    Args:
+        tall_mask_lambda: One lambda or a list (the per-task selection grid).
+        use_ties, k, ties_agg: How tau_MTL is built (see above).
+        load_mask: Reload saved masks instead of computing them.
+        save_mask: Write computed masks (when a directory is known).
+        mask_dir: Where mask files live (None: the directory given at ``bind``, see above).
+    """
+
+    select_per_task = True
+
+    def __init__(
+        self,
+        tall_mask_lambda: float | Sequence[float] | None = None,
+        use_ties: bool = False,
+        k: float = 100,
+        ties_agg: str = "sum",
+        load_mask: bool = False,
+        save_mask: bool = True,
+        mask_dir: str | None = None,
+    ) -> None:
+        super().__init__(scaling_coef=1.0)
+        if tall_mask_lambda is None:
+            tall_mask_lambda = TALL_LAMBDAS
+        if isinstance(tall_mask_lambda, (int, float)):
+            tall_mask_lambda = [tall_mask_lambda]
+        self.lambdas = [float(lam) for lam in tall_mask_lambda]
+        self.use_ties, self.k, self.ties_agg = use_ties, k, ties_agg
+        self.load_mask, self.save_mask, self.mask_dir = load_mask, save_mask, mask_dir
+
+    def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
+        return TaskVector(
+            multitask_vector(_vectors(task_vectors), self.use_ties, self.k, self.ties_agg)
+        )
+
+    def task_masks(
+        self, task_vectors: Mapping[str, TaskVector], lam: float, merged: TaskVector | None = None
+    ) -> dict[str, Mask]:
+        """Task name -> TALL mask for one lambda (all T masks: for small inputs)."""
+        merged = merged if merged is not None else self.merge(task_vectors)
+        masks = tall_masks(_vectors(task_vectors), merged.vector, lam)
+        return dict(zip(task_vectors, masks, strict=True))
+
+    def candidates(
+        self, pretrained: Mapping[str, Any], task_vectors: Mapping[str, TaskVector]
+    ) -> Iterator[Candidate]:  # noqa: D102
+        vectors = _vectors(task_vectors)
+        names = parameter_names(vectors)
+        require_keys(names, pretrained)
+        shapes = _shapes(vectors, names)
+        tag = multitask_tag(self.use_ties, self.k, self.ties_agg)
+        files = self._mask_files(task_vectors, tag)
+        loaded = {lam: files.open(lam, shapes) for lam in self.lambdas} if self.load_mask else {}
+        merged = self.merge(task_vectors).vector
+        for lam in self.lambdas:
+            source: MaskSource
+            if self.load_mask:
+                source = loaded[lam].get
+            elif files.saving:
+                with files.writer(lam, shapes) as write:
+                    write_tall_masks(write, task_vectors, merged, lam)
+                source = MaskFile(files.path(lam)).get
+            else:
+                source = partial(_tall_mask_of, task_vectors, merged, lam)
+            per_task = {
+                task: DerivedStateDict(pretrained, partial(_masked, merged, partial(source, task)))
+                for task in task_vectors
+            }
+            yield Candidate({"tall_mask_lambda": lam}, per_task=per_task)  # type: ignore[arg-type]
+
+
+def _tall_mask_of(
+    task_vectors: Mapping[str, TaskVector], merged: Vector, lam: float, task: str, name: str
+) -> torch.Tensor:
+    return tall_mask_tensor(task_vectors[task].vector[name], merged[name], lam)
+
+
+@register_method("consensus", scaled=True, lines="multitask")
+class Consensus(_StoresMasks):
+    """Consensus merging (Wang et al., arXiv:2405.07813): tau = [sum_t m_t >= k] * tau_MTL.
+
+    ``prun_thre_k=2`` (reference default) removes weights used by at most one task, 1 only
+    unused ones, 0 none (plain TA / TIES). ``use_ties``: tau_MTL and the masks' multi-task
+    vector from TIES (k=20, ``ties_agg``). The TALL masks, one parameter at a time (never all T
+    masks at once), come from:
+
+    * ``masks_path``: a file written by :func:`save_masks` (e.g. per-task selected masks);
+    * ``load_mask=True``: the files :class:`TallMask` saved, task t's mask from the file of its
+      lambda (``tall_mask_lambda``: one value, or task -> value, e.g. the lambdas ``tall_mask``
+      chose); same directory rules and errors as :class:`TallMask`;
+    * otherwise they are computed here with ``tall_mask_lambda`` and, when it is one value and a
+      mask directory is known, saved to the same file ``tall_mask`` would write.
+    """
+
+    def __init__(
+        self,
+        prun_thre_k: int = 2,
+        use_ties: bool = False,
+        k: float = 100,
+        ties_agg: str = "sum",
+        masks_path: str | None = None,
+        tall_mask_lambda: float | Mapping[str, float] = 0.4,
+        load_mask: bool = False,
+        save_mask: bool = True,
+        mask_dir: str | None = None,
+        scaling_coef: float | None = None,
+        grid: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(scaling_coef=scaling_coef, grid=grid)
+        self.prun_thre_k, self.use_ties, self.k, self.ties_agg = prun_thre_k, use_ties, k, ties_agg
+        self.masks_path = masks_path
+        self.tall_mask_lambda = tall_mask_lambda
+        self.load_mask, self.save_mask, self.mask_dir = load_mask, save_mask, mask_dir
+
+    def _sources(
+        self, task_vectors: Mapping[str, TaskVector], files: MaskFiles, shapes: Mapping
+    ) -> MaskSource | None:
+        """Where stored masks come from (checked now, before any long work); None: compute."""
+        tasks = list(task_vectors)
+        if self.masks_path:
+            stored = MaskFile(
+                self.masks_path,
+                tasks,
+                shapes,
+                fix="point method.masks_path at masks of these tasks (written by save_masks)",
+            )
+            return stored.get
+        if not self.load_mask:
+            return None
+        lambdas = {task: _lambda_of(self.tall_mask_lambda, task) for task in tasks}
+        opened = {lam: files.open(lam, shapes) for lam in sorted(set(lambdas.values()))}
+        return lambda task, name: opened[lambdas[task]].get(task, name)
+
+    def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
+        vectors = _vectors(task_vectors)
+        names = parameter_names(vectors)
+        shapes = _shapes(vectors, names)
+        tag = multitask_tag(self.use_ties, self.k, self.ties_agg)
+        files = self._mask_files(task_vectors, tag)
+        stored = self._sources(task_vectors, files, shapes)
+        lambdas = {task: _lambda_of(self.tall_mask_lambda, task) for task in task_vectors}
+        single = isinstance(self.tall_mask_lambda, (int, float))
+        save = stored is None and single and files.saving
+        tau_mtl = multitask_tensors(vectors, self.use_ties, self.k, self.ties_agg)
+        merged: dict[str, torch.Tensor] = {}
+        writer = files.writer(float(self.tall_mask_lambda), shapes) if save else nullcontext()
+        with writer as write:
+            for name in each_parameter(names):
+                mtl = tau_mtl(name)
+                count = torch.zeros(mtl.shape, dtype=torch.int32)
+                for task, tv in task_vectors.items():
+                    if stored is None:
+                        mask = tall_mask_tensor(tv.vector[name], mtl, lambdas[task])
+                    else:
+                        mask = stored(task, name)
+                    if write is not None:
+                        write(task, name, mask)
+                    count += mask
+                merged[name] = mtl * (count >= self.prun_thre_k)
+        return TaskVector(merged)
