@@ -3,6 +3,8 @@
 python finetune.py                                    # the demo tasks on the tiny model
 python finetune.py model=ViT-B-32 num_tasks=8         # the reference protocol, 8 tasks
 python finetune.py model=ViT-B-32 DATASETS=[MNIST] finetuning=attention
+python finetune.py finetuning=linear world_size=2        # 2 processes (DDP), same result
+torchrun --nproc_per_node=2 finetune.py ...               # or under torchrun
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ log = logging.getLogger("taskmerge")
 def main(cfg: DictConfig) -> None:
     """Fine-tune every configured task that has no checkpoint yet (or all, with overwrite)."""
     for task, metrics in run_finetune(cfg).items():
+        if not metrics:  # another rank of a distributed run: rank 0 reports
+            continue
         log.info(
             "%s: val top-1 %.2f%%, test top-1 %.2f%%",
             task,

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from taskmerge.checkpoints import fingerprint, save_state_dict
 from taskmerge.errors import CheckpointError, ConfigError
+from taskmerge.finetuning import FinetuningMode
 from taskmerge.lazy_vectors import LazyTaskVector
 from taskmerge.merging import (
     Consensus,
@@ -339,7 +340,9 @@ def test_derived_state_dict_loads_into_a_module() -> None:
 # --------------------------------------------------------------------------- checkpoint store
 def store_of(root: Path, pretrained: dict) -> CheckpointStore:
     """The store of the checkpoints ``write_checkpoints`` wrote (model ``model``, ``standard``)."""
-    return CheckpointStore(root, "model", "none", "standard", pretrained, fingerprint(pretrained))
+    return CheckpointStore(
+        root, "model", "none", FinetuningMode(), pretrained, fingerprint(pretrained)
+    )
 
 
 def test_build_task_vectors_is_lazy_and_checks_each_checkpoint(tmp_path: Path) -> None:

@@ -18,12 +18,14 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from taskmerge.checkpoints import fingerprint
+from taskmerge.checkpoints import fingerprint, write_json
 from taskmerge.data.catalog import resolve_task_names, resolve_task_specs
-from taskmerge.errors import TaskmergeError
-from taskmerge.evaluation import TaskEvaluator
+from taskmerge.disentanglement import coefficient_grid, disentanglement_error, plot_heatmaps
+from taskmerge.distributed import check_world_size
+from taskmerge.errors import ConfigError, TaskmergeError
+from taskmerge.evaluation import TaskEvaluator, resolve_device
 from taskmerge.experiment import run_merge
-from taskmerge.finetuning import FinetuningMode
+from taskmerge.finetuning import FinetuningMode, check_forward
 from taskmerge.merging import MergeMethod, with_lines
 from taskmerge.merging.lines import LINES_KEYS
 from taskmerge.merging.registry import help_text
@@ -88,11 +90,24 @@ class Setup:
         return self.evaluator.task_names
 
 
-def build_setup(cfg: DictConfig) -> Setup:
-    """Resolve the tasks, load the model, and build the evaluator and the checkpoint store."""
-    specs = resolve_task_specs(task_names(cfg))
-    mode = instantiate(cfg.finetuning)
+def build_setup(
+    cfg: DictConfig,
+    mode_node: DictConfig | None = None,
+    forward: str | None = None,
+    names: list[str] | None = None,
+) -> Setup:
+    """Resolve the tasks, load the model, and build the evaluator and the checkpoint store.
+
+    The evaluator's forward is ``forward``, else ``eval_forward`` when set (a cast: e.g.
+    standard checkpoints through the linearized model, "post-hoc linearization"), else the
+    mode's own. ``mode_node`` replaces ``cfg.finetuning`` and ``names`` the task list (the
+    analyses compare several modes on a task pair).
+    """
+    specs = resolve_task_specs(names or task_names(cfg))
+    mode = instantiate(mode_node if mode_node is not None else cfg.finetuning)
+    forward = check_forward(forward or cfg.get("eval_forward") or mode.forward)
     train = instantiate(cfg.train)
+    check_world_size(int(cfg.get("world_size", 1)), train.batch_size, resolve_device(cfg.device))
     bundle = instantiate(cfg.model)
     pretrained = {k: v.detach().clone() for k, v in bundle.visual.state_dict().items()}
     pretrained_fp = fingerprint(pretrained)
@@ -109,9 +124,11 @@ def build_setup(cfg: DictConfig) -> Setup:
         device=cfg.device,
         batch_size=cfg.eval_batch_size,
         num_workers=cfg.num_workers,
+        forward=forward,
+        params0=pretrained,
     )
     store = CheckpointStore(
-        cfg.paths.checkpoints, bundle.name, bundle.pretrained, mode.name, pretrained, pretrained_fp
+        cfg.paths.checkpoints, bundle.name, bundle.pretrained, mode, pretrained, pretrained_fp
     )
     return Setup(bundle, pretrained, evaluator, store, mode, train)
 
@@ -127,14 +144,20 @@ def finetune_command() -> str:
         return "python finetune.py"
 
 
-def ensure_checkpoints(setup: Setup, finetune_missing: bool) -> None:
+def ensure_checkpoints(setup: Setup, finetune_missing: bool, world_size: int = 1) -> None:
     """Fine-tune the missing checkpoints where allowed; else fail, before any long work."""
     missing = setup.store.missing(setup.tasks)
     if missing and not finetune_missing:
         setup.store.require(setup.tasks, finetune_command())
     for task in missing:
         finetune_task(
-            task, setup.bundle.visual, setup.evaluator, setup.store, setup.train, setup.mode
+            task,
+            setup.bundle.visual,
+            setup.evaluator,
+            setup.store,
+            setup.train,
+            setup.mode,
+            world_size=world_size,
         )
 
 
@@ -154,12 +177,13 @@ def run_main(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         _convert_="all",
     )
     try:
-        ensure_checkpoints(setup, cfg.finetune_missing)
+        ensure_checkpoints(setup, cfg.finetune_missing, cfg.world_size)
         finetuned = finetuned_accuracies(setup.store, setup.evaluator, setup.tasks)
         info = {
             "model": setup.bundle.name,
             "pretrained": setup.bundle.pretrained,
             "finetuning": setup.mode.name,
+            "eval_forward": setup.evaluator.forward,
             "config": config_dict(cfg),
         }
         return run_merge(
@@ -196,8 +220,85 @@ def run_finetune(cfg: DictConfig) -> dict[str, Mapping[str, float]]:
             setup.train,
             setup.mode,
             overwrite=bool(cfg.overwrite),
+            world_size=cfg.world_size,
         )
     return done
+
+
+def analysis_modes(cfg: DictConfig) -> list[tuple[DictConfig | None, str | None]]:
+    """``analysis.modes`` as (finetuning config, forward) pairs; ``[(None, None)]`` (the
+    configured mode and ``eval_forward``) when unset. ``name@forward`` casts."""
+    entries = cfg.analysis.get("modes")
+    if not entries:
+        return [(None, None)]
+    from hydra import compose
+
+    pairs = []
+    for entry in entries:
+        name, _, forward = str(entry).partition("@")
+        try:
+            node = compose(config_name="analyze", overrides=[f"finetuning={name}"]).finetuning
+        except Exception as exc:  # noqa: BLE001 - Hydra's own message names the options
+            first = str(exc).splitlines()[0]
+            raise ConfigError(
+                f"analysis.modes: {entry!r} is not a finetuning option ({first})"
+            ) from None
+        pairs.append((node, check_forward(forward) if forward else None))
+    return pairs
+
+
+def run_analysis(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """analyze.py's job: the disentanglement error of the first two tasks, per mode; the
+    heatmaps (one figure), ``disentanglement.json`` and the tracker."""
+    names = task_names(cfg)
+    if len(names) < 2:
+        raise ConfigError(f"the disentanglement error needs two tasks, got {names}: set DATASETS")
+    pair = names[:2]
+    analysis = cfg.analysis
+    grid = coefficient_grid(analysis.grid_min, analysis.grid_max, analysis.grid_points)
+    modes = analysis_modes(cfg)
+    tracker: Tracker = instantiate(
+        cfg.logger,
+        dir=str(run_dir),
+        name=run_dir.name,
+        run_config=config_dict(cfg),
+        _recursive_=False,
+        _convert_="all",
+    )
+    try:
+        results = []
+        for node, forward in modes:
+            setup = build_setup(cfg, node, forward, pair)
+            if not cfg.finetune_missing:
+                setup.store.require(pair, finetune_command())
+            ensure_checkpoints(setup, cfg.finetune_missing, cfg.world_size)
+            vectors = [dict(setup.store.task_vector(task).vector) for task in pair]
+            result = disentanglement_error(
+                setup.evaluator, setup.pretrained, vectors, pair, grid, analysis.split
+            )
+            cast = setup.evaluator.forward != setup.mode.forward
+            result.label = setup.mode.name + (
+                f" ({setup.evaluator.forward} forward)" if cast else ""
+            )
+            result.info = {"finetuning": setup.mode.name, "eval_forward": setup.evaluator.forward}
+            results.append(result)
+            key = result.label.replace(" ", "_")
+            tracker.log({f"disentanglement/{key}/mean_xi": float(result.xi.mean())})
+        figure = plot_heatmaps(results, run_dir / "disentanglement.png")
+        tracker.log_image("disentanglement/heatmaps", figure)
+        summary = {
+            "analysis": "disentanglement",
+            "tasks": pair,
+            "split": analysis.split,
+            "results": [r.to_json() for r in results],
+            "figure": str(figure),
+            "config": config_dict(cfg),
+            "complete": True,
+        }
+        write_json(summary, run_dir / "disentanglement.json")
+        return summary
+    finally:
+        tracker.finish()
 
 
 def config_dict(cfg: DictConfig) -> dict:

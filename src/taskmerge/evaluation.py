@@ -1,8 +1,13 @@
 """Scoring encoders on tasks: top-1 accuracy, normalized accuracy, and the task evaluator.
 
 :class:`TaskEvaluator` holds the tasks of one run and everything needed to score an encoder's
-weights on them: the preprocessed splits, the loaders, the zero-shot heads and one reusable
-encoder module. It knows nothing of checkpoints, merge methods or training.
+weights on them: the preprocessed splits, the loaders, the zero-shot heads, the forward
+(non-linear, or linearized around the pretrained weights) and one reusable encoder module. It
+knows nothing of checkpoints, merge methods or training.
+
+Through the linearized forward, the features of theta0 + sum_k c_k d_k are affine in the
+coefficients, so :meth:`TaskEvaluator.affine_accuracies` scores a whole grid of coefficients from
+one primal pass and one JVP per direction.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from taskmerge.data.catalog import is_demo_task
 from taskmerge.data.datasets import TaskSplits, load_task_splits, make_loader
 from taskmerge.data.registry import TaskSpec
+from taskmerge.finetuning import check_forward, forward_module
 from taskmerge.models.clip import ClipBundle
 from taskmerge.models.heads import ClassificationHead, cached_zeroshot_head
 
@@ -55,7 +61,12 @@ def summarize(accuracies: Mapping[str, float], finetuned: Mapping[str, float]) -
 
 
 class Evaluator(Protocol):
-    """What a merge experiment needs to score weights: the tasks and an accuracy."""
+    """What a merge experiment needs to score weights: the tasks and an accuracy.
+
+    An evaluator may also offer ``affine_accuracies(directions, coefficients, task, split)``
+    (the accuracies of theta0 + sum_k c_k d_k for every coefficient tuple, in one pass), which
+    the sweep then uses for affine candidate families.
+    """
 
     task_names: list[str]
 
@@ -84,6 +95,9 @@ class TaskEvaluator:
             identify the model and its pretrained weights).
         device: ``cpu``, ``cuda`` or ``auto``.
         batch_size, num_workers: Of the evaluation loaders.
+        forward: ``"nonlinear"`` (the encoder) or ``"linear"`` (its linearization around
+            ``params0``; a non-linearly fine-tuned checkpoint is then "post-hoc linearized").
+        params0: theta0 of the linear forward (default: the bundle's image-tower weights).
     """
 
     def __init__(
@@ -96,8 +110,12 @@ class TaskEvaluator:
         device: str = "cpu",
         batch_size: int = 256,
         num_workers: int = 4,
+        forward: str = "nonlinear",
+        params0: StateDict | None = None,
     ) -> None:
         self.bundle = bundle
+        self.forward = check_forward(forward)
+        self._params0 = params0
         self.specs = {spec.name: spec for spec in specs}
         self.data_root = Path(data_root).expanduser()
         self.cache_dir = Path(cache_dir).expanduser()
@@ -107,6 +125,7 @@ class TaskEvaluator:
         self._splits: dict[str, TaskSplits] = {}
         self._heads: dict[str, ClassificationHead] = {}
         self._encoder: nn.Module | None = None
+        self._base: nn.Module | None = None
 
     @property
     def task_names(self) -> list[str]:
@@ -146,10 +165,23 @@ class TaskEvaluator:
             self._heads[task] = head.to(self.device)
         return self._heads[task]
 
+    @property
+    def params0(self) -> dict[str, torch.Tensor]:
+        """theta0 on the evaluation device (the pretrained image-tower weights by default)."""
+        if (
+            not isinstance(self._params0, dict)
+            or not self._params0
+            or next(iter(self._params0.values())).device != torch.device(self.device)
+        ):
+            source = self._params0 if self._params0 is not None else self.bundle.visual.state_dict()
+            self._params0 = {k: v.detach().to(self.device) for k, v in source.items()}
+        return self._params0
+
     def encoder_with(self, state_dict: StateDict) -> nn.Module:
-        """The reusable encoder module loaded with ``state_dict``."""
+        """The reusable forward module (see ``forward``) loaded with ``state_dict``."""
         if self._encoder is None:
-            self._encoder = copy.deepcopy(self.bundle.visual).to(self.device).eval()
+            encoder = copy.deepcopy(self.bundle.visual).to(self.device).eval()
+            self._encoder = forward_module(self.forward, encoder, self.params0).eval()
         self._encoder.load_state_dict(state_dict)
         return self._encoder
 
@@ -157,3 +189,66 @@ class TaskEvaluator:
         """Top-1 of the encoder weights ``state_dict`` on one task's split."""
         encoder = self.encoder_with(state_dict)
         return top1_accuracy(encoder, self.head(task), self.loader(task, split), self.device)
+
+    @torch.no_grad()
+    def predictions(
+        self, state_dict: StateDict, task: str, split: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The predicted class and the label of every sample of ``task``'s ``split``, in order."""
+        encoder, head = self.encoder_with(state_dict), self.head(task)
+        predicted, labels = [], []
+        for images, batch_labels in self.loader(task, split):
+            predicted.append(head(encoder(images.to(self.device))).argmax(1).cpu())
+            labels.append(torch.as_tensor(batch_labels))
+        return torch.cat(predicted), torch.cat(labels)
+
+    @property
+    def supports_affine(self) -> bool:
+        """Whether a grid of affine candidates can be scored in one pass (linear forward)."""
+        return self.forward == "linear"
+
+    @torch.no_grad()
+    def affine_predictions(
+        self,
+        directions: Sequence[StateDict],
+        coefficients: Sequence[Sequence[float]],
+        task: str,
+        split: str,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions of the linearized encoder at theta0 + sum_k c_k d_k for every coefficient
+        tuple (rows), from one primal pass and one JVP per direction per batch; and the labels.
+
+        Raises:
+            ValueError: the evaluator's forward is not linear (non-linear features are not
+                affine in the weights).
+        """
+        if not self.supports_affine:
+            raise ValueError("affine predictions need the linear forward")
+        from taskmerge.linearize import jvp_features
+
+        if self._base is None:
+            self._base = copy.deepcopy(self.bundle.visual).to(self.device).eval()
+        names = [name for name, _ in self._base.named_parameters()]
+        moved = [
+            {n: d[n].to(self.device, torch.float32) for n in names if n in d} for d in directions
+        ]
+        coefs = torch.tensor(coefficients, dtype=torch.float32, device=self.device)
+        head, rows, labels = self.head(task), [], []
+        for images, batch_labels in self.loader(task, split):
+            base, tangents = jvp_features(self._base, self.params0, images.to(self.device), moved)
+            stacked = torch.stack(tangents) if tangents else base.new_zeros((0, *base.shape))
+            features = base + torch.einsum("pk,k...->p...", coefs, stacked)  # points x batch
+            rows.append(head(features).argmax(-1).cpu())
+            labels.append(torch.as_tensor(batch_labels))
+        return torch.cat(rows, dim=1), torch.cat(labels)
+
+    def affine_accuracies(
+        self,
+        directions: Sequence[StateDict],
+        coefficients: Sequence[Sequence[float]],
+        task: str,
+        split: str,
+    ) -> list[float]:
+        """Top-1 at every coefficient tuple (see :meth:`affine_predictions`)."""
+        predictions, labels = self.affine_predictions(directions, coefficients, task, split)
+        return (predictions == labels).float().mean(dim=1).tolist()

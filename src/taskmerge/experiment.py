@@ -19,9 +19,9 @@ from tqdm import tqdm
 
 from taskmerge.errors import ConfigError
 from taskmerge.evaluation import Evaluator, normalized_accuracy, summarize
-from taskmerge.merging.base import Candidate, MergeMethod
+from taskmerge.merging.base import AffineFamily, Candidate, MergeMethod
 from taskmerge.merging.selection import Reference, best_index
-from taskmerge.task_vectors import TaskVector
+from taskmerge.task_vectors import TaskVector, check_same_mode
 from taskmerge.tracking import Tracker, plot_sweep, write_results
 from taskmerge.versions import versions
 
@@ -49,7 +49,17 @@ def evaluate_candidate(
         task: evaluator.accuracy(candidate.for_task(task), task, split)
         for task in evaluator.task_names
     }
-    metrics: dict[str, Any] = {"hyperparameters": candidate.hyperparameters}
+    return split_metrics(candidate.hyperparameters, accuracies, split, finetuned)
+
+
+def split_metrics(
+    hyperparameters: Mapping[str, Any],
+    accuracies: Mapping[str, float],
+    split: str,
+    finetuned: Mapping[str, float],
+) -> dict[str, Any]:
+    """``<split>/<task>/top1``, ``.../normalized_top1`` and their means, from accuracies."""
+    metrics: dict[str, Any] = {"hyperparameters": dict(hyperparameters)}
     for task, accuracy in accuracies.items():
         metrics[f"{split}/{task}/top1"] = accuracy
         metrics[f"{split}/{task}/normalized_top1"] = normalized_accuracy(accuracy, finetuned[task])
@@ -72,16 +82,53 @@ def sweep(
     Yields ``(candidate, metrics)``; the metrics hold the per-task and mean accuracies, the
     method's derived metrics and ``val/selection_score`` (the method's criterion, None when
     inadmissible). Each point is logged to ``tracker`` with its step.
+
+    When the evaluator scores affine families in one pass (the linearized forward) and the
+    method's candidates are one (theta0 + coefficients x directions: one merged vector times a
+    coefficient, LiNeS' alpha and beta), every grid point comes from one JVP per direction and
+    image instead of one forward per point; otherwise each candidate is evaluated directly.
     """
-    candidates = method.candidates(pretrained, task_vectors)
-    for step, candidate in enumerate(tqdm(candidates, desc=f"{method.name}: Val", leave=False)):
-        metrics = evaluate_candidate(evaluator, candidate, "val", reference.finetuned)
+    family = None
+    if getattr(evaluator, "supports_affine", False):
+        family = method.affine_family(pretrained, task_vectors)
+    points = (
+        _affine_points(family, pretrained, evaluator, reference)
+        if family is not None
+        else _direct_points(method, pretrained, task_vectors, evaluator, reference)
+    )
+    for step, (candidate, metrics) in enumerate(points):
         metrics.update(method.derived_metrics(metrics, "val", reference))
         metrics["val/selection_score"] = method.score(metrics)
         if tracker is not None:
             hyper = {f"sweep/{k}": v for k, v in candidate.hyperparameters.items()}
             tracker.log(loggable(metrics) | hyper, step=step)
         yield candidate, metrics
+
+
+def _direct_points(
+    method: MergeMethod,
+    pretrained: StateDict,
+    task_vectors: Mapping[str, TaskVector],
+    evaluator: Evaluator,
+    reference: Reference,
+) -> Iterator[tuple[Candidate, dict[str, Any]]]:
+    candidates = method.candidates(pretrained, task_vectors)
+    for candidate in tqdm(candidates, desc=f"{method.name}: Val", leave=False):
+        yield candidate, evaluate_candidate(evaluator, candidate, "val", reference.finetuned)
+
+
+def _affine_points(
+    family: AffineFamily, pretrained: StateDict, evaluator: Evaluator, reference: Reference
+) -> Iterator[tuple[Candidate, dict[str, Any]]]:
+    coefficients = [coefs for _, coefs in family.points]
+    per_task = {
+        task: evaluator.affine_accuracies(family.directions, coefficients, task, "val")  # type: ignore[attr-defined]
+        for task in tqdm(evaluator.task_names, desc="one-pass linearized Val", leave=False)
+    }
+    for index, (hyperparameters, _) in enumerate(family.points):
+        accuracies = {task: values[index] for task, values in per_task.items()}
+        metrics = split_metrics(hyperparameters, accuracies, "val", reference.finetuned)
+        yield family.candidate(pretrained, index), metrics
 
 
 # --------------------------------------------------------------------------- selection
@@ -237,6 +284,7 @@ def run_merge(
     tasks = evaluator.task_names
     if list(task_vectors) != list(tasks):
         raise ConfigError(f"task vectors {list(task_vectors)} do not match the tasks {tasks}")
+    check_same_mode(task_vectors)
     zeroshot = zeroshot_accuracies(evaluator, pretrained) if method.needs_zeroshot else None
     references = {
         split: Reference(

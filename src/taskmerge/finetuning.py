@@ -1,26 +1,68 @@
-"""Fine-tuning modes: which image-encoder parameters train.
+"""Fine-tuning modes: which image-encoder parameters train, and the forward that scores them.
 
-``standard`` trains everything; ``attention`` (Jin et al., arXiv:2407.07089, "linear-2") trains
-only the attention projections (``in_proj_weight`` = W_q, W_k, W_v and ``out_proj.weight`` = W_o
-of every ``nn.MultiheadAttention``); ``pattern`` trains the parameters whose names match any of
-a list of regular expressions (serves the other subsets of that paper, e.g. bias + attention).
+A mode owns two things: :meth:`FinetuningMode.is_trainable` (the parameters that train) and
+:attr:`FinetuningMode.forward` (how features are computed from theta0 and theta: ``"nonlinear"``,
+the encoder itself, or ``"linear"``, its first-order Taylor expansion around theta0, see
+:mod:`taskmerge.linearize`). Training, the fine-tuned accuracies, zero-shot, every sweep
+candidate and the analyses go through that forward (:func:`forward_module`), so a linearized
+checkpoint is never scored as a non-linear model unless asked to (``eval_forward``).
+
+* ``standard``: every parameter trains, non-linear forward.
+* ``linear`` (Ortiz-Jimenez et al., arXiv:2305.12827): every parameter trains, in the tangent
+  space of the pretrained model (linearized forward, theta0 frozen). About twice the cost.
+* ``attention`` (Jin et al., arXiv:2407.07089, "linear-2"): only the attention projections
+  (``in_proj_weight`` = W_q, W_k, W_v and ``out_proj.weight`` = W_o of every
+  ``nn.MultiheadAttention``), non-linear forward.
+* ``pattern``: the parameters whose names match any of a list of regular expressions (the other
+  subsets of that paper, e.g. bias + attention). Its patterns are part of its identity: a
+  checkpoint records them and is refused when they change under the same name.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from taskmerge.errors import ConfigError
 
+#: The forwards a mode (or an evaluation, ``eval_forward``) can use.
+FORWARDS = ("nonlinear", "linear")
+
+
+def check_forward(forward: str) -> str:
+    """``forward`` if it is one of :data:`FORWARDS`; else a one-line error."""
+    if forward not in FORWARDS:
+        raise ConfigError(f"eval_forward={forward!r} is not a forward: use one of {FORWARDS}")
+    return forward
+
+
+def forward_module(
+    forward: str, encoder: nn.Module, params0: Mapping[str, torch.Tensor] | None = None
+) -> nn.Module:
+    """A module computing ``forward``'s features with ``encoder``'s weights as theta.
+
+    ``"nonlinear"``: the encoder itself. ``"linear"``: a
+    :class:`~taskmerge.linearize.LinearizedEncoder` around ``params0`` (default: the encoder's
+    current weights); its state dict is the encoder's, so any checkpoint loads into it.
+    """
+    check_forward(forward)
+    if forward == "nonlinear":
+        return encoder
+    from taskmerge.linearize import LinearizedEncoder
+
+    return LinearizedEncoder(encoder, params0)
+
 
 class FinetuningMode:
-    """Standard fine-tuning: every image-encoder parameter trains."""
+    """Standard fine-tuning: every image-encoder parameter trains, non-linear forward."""
 
     name = "standard"
+    forward = "nonlinear"
 
     def is_trainable(self, module: nn.Module, param_name: str) -> bool:  # noqa: ARG002
         """Whether parameter ``param_name`` of ``module`` trains."""
@@ -37,9 +79,20 @@ class FinetuningMode:
             raise ConfigError(f"fine-tuning mode {self.name!r} selects no parameter of the encoder")
         return params
 
-    def forward(self, encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """Image features during training."""
-        return encoder(images)
+    def describe(self) -> dict[str, Any]:
+        """What identifies the mode's checkpoints (recorded in their headers)."""
+        return {"name": self.name, "forward": self.forward}
+
+    def fingerprint(self) -> str:
+        """:meth:`describe` as canonical JSON (compared with a checkpoint's header)."""
+        return json.dumps(self.describe(), sort_keys=True)
+
+
+class Linearized(FinetuningMode):
+    """Tangent-space fine-tuning: every parameter trains through the linearized forward."""
+
+    name = "linear"
+    forward = "linear"
 
 
 class AttentionOnly(FinetuningMode):
@@ -60,11 +113,26 @@ class AttentionOnly(FinetuningMode):
 
 
 class PatternSubset(FinetuningMode):
-    """Parameters whose names match any of ``patterns`` (regular expressions) train."""
+    """Parameters whose names match any of ``patterns`` (regular expressions) train.
 
-    def __init__(self, patterns: Sequence[str], name: str = "pattern") -> None:
+    Args:
+        patterns: Regular expressions searched in each parameter name.
+        name: The mode's name (also the checkpoint directory level).
+        forward: ``"nonlinear"`` (default) or ``"linear"`` (the subset trained in tangent space).
+    """
+
+    def __init__(
+        self, patterns: Sequence[str], name: str = "pattern", forward: str = "nonlinear"
+    ) -> None:
         self.name = name
-        self.patterns = [re.compile(p) for p in patterns]
+        self.forward = check_forward(forward)
+        try:
+            self.patterns = [re.compile(p) for p in patterns]
+        except re.error as exc:
+            raise ConfigError(f"finetuning.patterns: {exc}: fix the regular expression") from None
 
     def is_trainable(self, module: nn.Module, param_name: str) -> bool:  # noqa: ARG002, D102
         return any(p.search(param_name) for p in self.patterns)
+
+    def describe(self) -> dict[str, Any]:  # noqa: D102
+        return {**super().describe(), "patterns": [p.pattern for p in self.patterns]}

@@ -6,8 +6,11 @@ Layout (one directory per model, fine-tuning mode and task)::
     <root>/<model>/<finetuning>/<Task>/metrics.json            fine-tuned Val/Test top-1
     <root>/<model>/<finetuning>/masks/                         TALL-mask files of the merges
 
-The safetensors header records the model, pretrained tag, task, mode and the fingerprint of the
-pretrained weights; a checkpoint fine-tuned from other weights is refused with a clear error.
+The safetensors header records the model, pretrained tag, task, the fine-tuning mode (its name,
+forward and, for ``pattern``, its patterns) and the fingerprint of the pretrained weights; a
+checkpoint fine-tuned from other weights, or in another mode, is refused with a clear error.
+``metrics.json`` holds the fine-tuned accuracies per forward they were measured through
+(``nonlinear`` / ``linear``), since normalized accuracy divides by the matching one.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from taskmerge.checkpoints import (
     write_json,
 )
 from taskmerge.errors import CheckpointError
+from taskmerge.finetuning import FinetuningMode
 from taskmerge.task_vectors import TaskVector
 
 CHECKPOINT_FORMAT = "taskmerge/image-encoder-state-dict/v1"
@@ -45,7 +49,7 @@ class CheckpointStore:
         root: The checkpoints root (``paths.checkpoints``).
         model: The model's directory name (e.g. ``ViT-B-32``).
         pretrained_tag: The pretrained weights' tag or path (recorded in headers).
-        finetuning: The fine-tuning mode's name (a directory level).
+        mode: The fine-tuning mode (its name is a directory level).
         pretrained: The pretrained image-encoder state dict (in memory).
         fingerprint: Its :func:`~taskmerge.checkpoints.fingerprint`.
     """
@@ -55,12 +59,13 @@ class CheckpointStore:
         root: str | Path,
         model: str,
         pretrained_tag: str,
-        finetuning: str,
+        mode: FinetuningMode,
         pretrained: Mapping[str, torch.Tensor],
         fingerprint: str,
     ) -> None:
         self.root = Path(root).expanduser()
-        self.model, self.pretrained_tag, self.finetuning = model, pretrained_tag, finetuning
+        self.model, self.pretrained_tag, self.mode = model, pretrained_tag, mode
+        self.finetuning = mode.name
         self.pretrained, self.fingerprint = pretrained, fingerprint
 
     # ------------------------------------------------------------------ layout
@@ -111,14 +116,33 @@ class CheckpointStore:
             {key: tuple(value.shape) for key, value in self.pretrained.items()},
             str(path),
         )
-        origin = read_metadata(path).get("pretrained_fingerprint")
+        header = read_metadata(path)
+        origin = header.get("pretrained_fingerprint")
         if origin and origin != self.fingerprint:
             raise CheckpointError(
                 f"{path} was fine-tuned from other pretrained weights (fingerprint {origin}, "
                 f"expected {self.fingerprint}): re-run finetune.py for {task} or point "
                 "paths.checkpoints elsewhere"
             )
+        self._check_mode(path, header)
         return path
+
+    def _check_mode(self, path: Path, header: Mapping[str, str]) -> None:
+        """The checkpoint was fine-tuned in this store's mode (name and, where recorded, spec)."""
+        recorded = header.get("finetuning")
+        if recorded and recorded != self.finetuning:
+            raise CheckpointError(
+                f"{path} was fine-tuned with finetuning={recorded}, this run uses "
+                f"finetuning={self.finetuning}: run with finetuning={recorded} (add "
+                "eval_forward=linear|nonlinear to evaluate it through another forward)"
+            )
+        spec = header.get("finetuning_spec")
+        if spec and spec != self.mode.fingerprint():
+            raise CheckpointError(
+                f"{path} was fine-tuned with {spec}, the config now says "
+                f"{self.mode.fingerprint()}: give the changed mode another finetuning.name, or "
+                "re-fine-tune with overwrite=true"
+            )
 
     def load(self, task: str) -> StateDict:
         """One task's fine-tuned encoder weights, checked as :meth:`checkpoint`."""
@@ -129,20 +153,31 @@ class CheckpointStore:
 
     def task_vector(self, task: str) -> TaskVector:
         """One task's vector, read lazily (one tensor at a time) from its checked checkpoint."""
-        return TaskVector.lazy(self.pretrained, self.checkpoint(task))
+        return TaskVector.lazy(self.pretrained, self.checkpoint(task), mode=self.finetuning)
 
     def task_vectors(self, tasks: Sequence[str]) -> dict[str, TaskVector]:
         """Lazy task vectors of ``tasks``: every checkpoint is checked now, read on use, so
         memory does not grow with the number of tasks."""
         return {task: self.task_vector(task) for task in tasks}
 
-    def metrics(self, task: str) -> dict[str, Any] | None:
-        """The stored fine-tuned metrics of one task, if measured for these pretrained weights."""
+    def _read_metrics(self, task: str) -> dict[str, Any]:
+        """The task's metrics file for these pretrained weights ({} if absent or stale)."""
         path = self.task_dir(task) / METRICS_FILE
         if not path.is_file():
-            return None
-        metrics = json.loads(path.read_text())
-        return metrics if metrics.get("pretrained_fingerprint") == self.fingerprint else None
+            return {}
+        record = json.loads(path.read_text())
+        if record.get("pretrained_fingerprint") != self.fingerprint:
+            return {}
+        if "forwards" not in record and "val_top1" in record:  # written before forwards existed
+            flat = {k: record.pop(k) for k in ("val_top1", "test_top1")}
+            record["forwards"] = {self.mode.forward: flat}
+        return record
+
+    def metrics(self, task: str, forward: str | None = None) -> dict[str, float] | None:
+        """The stored fine-tuned ``val_top1`` / ``test_top1`` of one task through ``forward``
+        (default: the mode's own), if measured for these pretrained weights."""
+        forwards = self._read_metrics(task).get("forwards", {})
+        return forwards.get(forward or self.mode.forward)
 
     # ------------------------------------------------------------------ writing
     def save(self, task: str, state: Mapping[str, torch.Tensor], overwrite: bool = False) -> Path:
@@ -160,12 +195,25 @@ class CheckpointStore:
             "pretrained_fingerprint": self.fingerprint,
             "task": task,
             "finetuning": self.finetuning,
+            "finetuning_spec": self.mode.fingerprint(),
+            "forward": self.mode.forward,
             "format": CHECKPOINT_FORMAT,
         }
         save_state_dict(state, path, metadata)
         return path
 
-    def write_metrics(self, task: str, metrics: Mapping[str, Any]) -> None:
-        """Store one task's fine-tuned metrics (atomically), tagged with the fingerprint."""
-        record = {**metrics, "pretrained_fingerprint": self.fingerprint}
+    def write_metrics(
+        self,
+        task: str,
+        accuracies: Mapping[str, float],
+        forward: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Store one task's fine-tuned ``val_top1`` / ``test_top1`` through ``forward`` (default:
+        the mode's own) next to the ones of other forwards, atomically; ``extra`` (e.g.
+        training statistics) is kept at the top level."""
+        record = self._read_metrics(task)
+        record.setdefault("forwards", {})[forward or self.mode.forward] = dict(accuracies)
+        record.update(extra or {})
+        record["pretrained_fingerprint"] = self.fingerprint
         write_json(record, self.task_dir(task) / METRICS_FILE)

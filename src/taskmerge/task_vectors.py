@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from taskmerge.checkpoints import StateDict, check_compatible, load_state_dict, require_keys
+from taskmerge.errors import ConfigError
 from taskmerge.lazy_vectors import LazyTaskVector, Pretrained
 
 
@@ -37,16 +38,34 @@ def apply_delta(
     return (base.float() + scaling_coef * delta).to(base.dtype)
 
 
+def check_same_mode(task_vectors: Mapping[str, TaskVector]) -> str | None:
+    """The one fine-tuning mode of ``task_vectors`` (None if none is known).
+
+    Raises:
+        ConfigError: vectors of different modes (e.g. standard and linear) would be mixed.
+    """
+    modes = {name: tv.mode for name, tv in task_vectors.items() if tv.mode is not None}
+    if len(set(modes.values())) > 1:
+        raise ConfigError(
+            f"task vectors of different fine-tuning modes would be merged ({modes}): merge "
+            "vectors of one mode (finetuning=...), and cast with eval_forward= to compare"
+        )
+    return next(iter(modes.values()), None)
+
+
 class TaskVector:
     """A mapping from parameter name to the tensor ``theta_finetuned - theta_pretrained``.
 
     ``vector`` is copied when it is a dict; any other mapping (e.g. a lazy one) is kept as is.
+    ``mode`` is the fine-tuning mode it comes from, when known (checkpoints record it): vectors
+    of different modes never combine (:func:`check_same_mode`).
     """
 
-    def __init__(self, vector: Mapping[str, torch.Tensor]) -> None:
+    def __init__(self, vector: Mapping[str, torch.Tensor], mode: str | None = None) -> None:
         self.vector: Mapping[str, torch.Tensor] = (
             dict(vector) if isinstance(vector, dict) else vector
         )
+        self.mode = mode
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -76,11 +95,13 @@ class TaskVector:
             raise type(exc)(f"{finetuned}: {exc}") from exc
 
     @classmethod
-    def lazy(cls, pretrained: Pretrained, finetuned: str | Path) -> TaskVector:
+    def lazy(
+        cls, pretrained: Pretrained, finetuned: str | Path, mode: str | None = None
+    ) -> TaskVector:
         """A task vector read one tensor at a time from a safetensors checkpoint (keys and shapes
         checked from the headers now; tensors read on use). ``pretrained``: a state dict in
         memory or a safetensors file."""
-        return cls(LazyTaskVector(finetuned, pretrained))
+        return cls(LazyTaskVector(finetuned, pretrained), mode=mode)
 
     @property
     def is_lazy(self) -> bool:
@@ -93,7 +114,9 @@ class TaskVector:
             return NotImplemented
         if self.vector.keys() != other.vector.keys():
             raise ValueError("task vectors have different parameter names")
-        return TaskVector({key: op(value, other.vector[key]) for key, value in self.vector.items()})
+        mode = check_same_mode({"left": self, "right": other})
+        combined = {key: op(value, other.vector[key]) for key, value in self.vector.items()}
+        return TaskVector(combined, mode=mode)
 
     def __add__(self, other: TaskVector) -> TaskVector:
         return self._combine(other, torch.add)
@@ -107,12 +130,13 @@ class TaskVector:
         return self._combine(other, torch.sub)
 
     def __neg__(self) -> TaskVector:
-        return TaskVector({key: -value for key, value in self.vector.items()})
+        return TaskVector({key: -value for key, value in self.vector.items()}, mode=self.mode)
 
     def __mul__(self, scalar: Real) -> TaskVector:
         if not isinstance(scalar, Real):
             return NotImplemented
-        return TaskVector({key: value * float(scalar) for key, value in self.vector.items()})
+        scaled = {key: value * float(scalar) for key, value in self.vector.items()}
+        return TaskVector(scaled, mode=self.mode)
 
     __rmul__ = __mul__
 

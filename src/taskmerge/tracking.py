@@ -22,6 +22,9 @@ class Tracker:
     def summary(self, values: Mapping[str, Any]) -> None:
         """Record final values."""
 
+    def log_image(self, key: str, path: str | Path) -> None:
+        """Record an image file (a plot)."""
+
     def finish(self) -> None:
         """Close the run (called in a ``finally`` by every job)."""
 
@@ -63,6 +66,11 @@ class WandbTracker(Tracker):
     def summary(self, values: Mapping[str, Any]) -> None:  # noqa: D102
         for key, value in values.items():
             self.run.summary[key] = value
+
+    def log_image(self, key: str, path: str | Path) -> None:  # noqa: D102
+        import wandb
+
+        self.run.log({key: wandb.Image(str(path))})
 
     def finish(self) -> None:  # noqa: D102
         self.run.finish()

@@ -4,22 +4,38 @@ and :func:`finetune_task`, which fine-tunes one task and stores the checkpoint a
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
+import os
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.data import Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm import tqdm
 
 from taskmerge.data.datasets import make_loader
+from taskmerge.distributed import (
+    ShardedBatches,
+    WeightedSamples,
+    check_data_size,
+    free_port,
+    init_process_group,
+    is_main_process,
+    launched_by_torchrun,
+)
 from taskmerge.errors import CheckpointError
 from taskmerge.evaluation import TaskEvaluator
-from taskmerge.finetuning import FinetuningMode
+from taskmerge.finetuning import FinetuningMode, forward_module
 from taskmerge.store import CheckpointStore
 
 log = logging.getLogger(__name__)
@@ -62,23 +78,163 @@ def finetune(
     mode: FinetuningMode,
     device: str | torch.device,
     description: str = "fine-tuning",
+    world_size: int = 1,
 ) -> dict[str, float]:
-    """Fine-tune ``encoder`` in place on ``train_set`` with ``head`` frozen.
+    """Fine-tune ``encoder`` in place on ``train_set`` with ``head`` frozen, through the mode's
+    forward (linearized for ``linear``: theta0 is the encoder's weights on entry).
+
+    ``world_size > 1`` trains with that many processes (DistributedDataParallel; see
+    :mod:`taskmerge.distributed`), each on ``batch_size / world_size`` samples of every global
+    batch; the result equals the single-process one up to float summation order. Under
+    ``torchrun`` this process is one of the group.
 
     Returns:
         Statistics: optimizer steps, seconds, final training loss.
     """
+    if launched_by_torchrun():
+        size = int(os.environ["WORLD_SIZE"])
+        check_data_size(size, len(train_set), description)  # type: ignore[arg-type]
+        local_device = init_process_group(int(os.environ["RANK"]), size, str(device), None)
+        try:
+            return _train(
+                encoder,
+                head,
+                train_set,
+                epochs,
+                settings,
+                mode,
+                local_device,
+                description,
+                dist.get_rank(),
+                size,
+            )
+        finally:
+            dist.destroy_process_group()
+    if world_size > 1:
+        check_data_size(world_size, len(train_set), description)  # type: ignore[arg-type]
+        return _spawn(
+            encoder, head, train_set, epochs, settings, mode, str(device), description, world_size
+        )
+    return _train(encoder, head, train_set, epochs, settings, mode, device, description, 0, 1)
+
+
+def _spawn(
+    encoder: nn.Module,
+    head: nn.Module,
+    train_set: Dataset,
+    epochs: float,
+    settings: TrainSettings,
+    mode: FinetuningMode,
+    device: str,
+    description: str,
+    world_size: int,
+) -> dict[str, float]:
+    """Train in ``world_size`` spawned processes; load rank 0's result into ``encoder``."""
+    with tempfile.TemporaryDirectory(prefix="taskmerge-ddp-") as tmp:
+        out = Path(tmp)
+        args = (
+            world_size,
+            free_port(),
+            encoder,
+            head,
+            train_set,
+            epochs,
+            settings,
+            mode,
+            device,
+            description,
+            str(out),
+        )
+        torch.multiprocessing.spawn(_worker, args=args, nprocs=world_size, join=True)
+        encoder.load_state_dict(load_file(str(out / "weights.safetensors")))
+        return json.loads((out / "stats.json").read_text())
+
+
+def _worker(
+    rank_: int,
+    world_size: int,
+    port: int,
+    encoder: nn.Module,
+    head: nn.Module,
+    train_set: Dataset,
+    epochs: float,
+    settings: TrainSettings,
+    mode: FinetuningMode,
+    device: str,
+    description: str,
+    out: str,
+) -> None:
+    """One spawned process: join the group, train, rank 0 writes the weights and stats.
+
+    The module arrives through ``torch.multiprocessing``, which passes tensors in shared memory:
+    without a private copy every process would step the same weights.
+    """
+    encoder, head = copy.deepcopy(encoder), copy.deepcopy(head)
+    local_device = init_process_group(rank_, world_size, device, port)
+    try:
+        stats = _train(
+            encoder,
+            head,
+            train_set,
+            epochs,
+            settings,
+            mode,
+            local_device,
+            description,
+            rank_,
+            world_size,
+        )
+        if rank_ == 0:
+            state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+            save_file(state, str(Path(out) / "weights.safetensors"))
+            (Path(out) / "stats.json").write_text(json.dumps(stats))
+    finally:
+        dist.destroy_process_group()
+
+
+def _train(
+    encoder: nn.Module,
+    head: nn.Module,
+    train_set: Dataset,
+    epochs: float,
+    settings: TrainSettings,
+    mode: FinetuningMode,
+    device: str | torch.device,
+    description: str,
+    rank_: int,
+    world_size: int,
+) -> dict[str, float]:
+    """The loop of one process (of ``world_size``)."""
     torch.manual_seed(settings.seed)
     encoder.to(device).train()
     head.to(device).eval().requires_grad_(False)
     params = mode.select_trainable(encoder)
-    loader = make_loader(
-        train_set,
-        settings.batch_size,
-        shuffle=True,
-        num_workers=settings.num_workers,
-        seed=settings.seed,
-    )
+    model = forward_module(mode.forward, encoder)
+    distributed = world_size > 1
+    if distributed:
+        ids = [torch.device(device).index] if str(device).startswith("cuda") else None
+        model = DistributedDataParallel(model, device_ids=ids)
+        generator = torch.Generator().manual_seed(settings.seed)
+        loader = DataLoader(
+            WeightedSamples(train_set),
+            batch_sampler=ShardedBatches(
+                train_set,
+                settings.batch_size,
+                generator,
+                rank_,
+                world_size,  # type: ignore[arg-type]
+            ),
+            generator=generator,
+            num_workers=0 if isinstance(train_set, TensorDataset) else settings.num_workers,
+        )
+    else:
+        loader = make_loader(
+            train_set,
+            settings.batch_size,
+            shuffle=True,
+            num_workers=settings.num_workers,
+            seed=settings.seed,
+        )
     total_steps = max(
         1, math.ceil(epochs * settings.epochs_scale * len(loader) / settings.grad_accumulation)
     )
@@ -88,15 +244,19 @@ def finetune(
         optimizer, lambda step: cosine_with_warmup(step, warmup, total_steps)
     )
     start, step, loss_value = time.time(), 0, float("nan")
-    progress = tqdm(total=total_steps, desc=description, leave=False)
+    progress = tqdm(total=total_steps, desc=description, leave=False, disable=rank_ != 0)
     batches = _cycle(loader)
     while step < total_steps:
         for _ in range(settings.grad_accumulation):
-            images, labels = next(batches)
-            logits = head(mode.forward(encoder, images.to(device)))
-            loss = F.cross_entropy(logits, torch.as_tensor(labels).to(device))
+            batch = next(batches)
+            if distributed:
+                loss, loss_value = _shared_loss(model, head, batch, device, world_size)
+            else:
+                images, labels = batch
+                logits = head(model(images.to(device)))
+                loss = F.cross_entropy(logits, torch.as_tensor(labels).to(device))
+                loss_value = loss.item()
             (loss / settings.grad_accumulation).backward()
-            loss_value = loss.item()
         torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
         optimizer.step()
         scheduler.step()
@@ -109,6 +269,21 @@ def finetune(
     return {"steps": step, "seconds": time.time() - start, "final_loss": loss_value}
 
 
+def _shared_loss(
+    model: nn.Module, head: nn.Module, batch: Sequence, device: str | torch.device, world: int
+) -> tuple[torch.Tensor, float]:
+    """This process's share of the global batch's mean loss, times ``world`` (DDP averages the
+    gradients over the processes, so the step is the global mean's)."""
+    images, labels, weights = batch
+    weights = torch.as_tensor(weights, dtype=torch.float32, device=device)
+    logits = head(model(images.to(device)))
+    losses = F.cross_entropy(logits, torch.as_tensor(labels).to(device), reduction="none")
+    count = weights.sum().detach().clone()
+    dist.all_reduce(count)
+    total = (losses * weights).sum()
+    return total * world / count, float(total.detach() / count.clamp(min=1) * world)
+
+
 def finetune_task(
     task: str,
     pretrained_encoder: nn.Module,
@@ -117,9 +292,13 @@ def finetune_task(
     settings: TrainSettings,
     mode: FinetuningMode,
     overwrite: bool = False,
+    world_size: int = 1,
 ) -> dict[str, float]:
     """Fine-tune a copy of ``pretrained_encoder`` on one task, store the checkpoint (atomically)
-    and its fine-tuned Val/Test top-1.
+    and its fine-tuned Val/Test top-1 through the evaluator's forward.
+
+    With ``world_size > 1`` (or under torchrun) training is distributed; only the main process
+    writes and evaluates (the others return an empty dict).
 
     Raises:
         CheckpointError: the checkpoint exists and ``overwrite`` is false (checked first).
@@ -136,15 +315,18 @@ def finetune_task(
         mode,
         evaluator.device,
         description=f"fine-tuning {task}",
+        world_size=world_size,
     )
+    if not is_main_process():
+        return {}
     state = {key: value.detach().cpu() for key, value in encoder.state_dict().items()}
     store.save(task, state, overwrite=overwrite)
     metrics = {
         "val_top1": evaluator.accuracy(state, task, "val"),
         "test_top1": evaluator.accuracy(state, task, "test"),
-        **{f"train_{key}": value for key, value in stats.items()},
     }
-    store.write_metrics(task, metrics)
+    train = {f"train_{key}": value for key, value in stats.items()}
+    store.write_metrics(task, metrics, evaluator.forward, extra=train)
     log.info("fine-tuned %s: val %.4f test %.4f", task, metrics["val_top1"], metrics["test_top1"])
     return metrics
 
@@ -157,17 +339,18 @@ def _cycle(loader):  # noqa: ANN001, ANN202
 def finetuned_accuracies(
     store: CheckpointStore, evaluator: TaskEvaluator, tasks: Sequence[str]
 ) -> dict[str, dict[str, float]]:
-    """Task -> fine-tuned ``val_top1`` / ``test_top1``, measured by this project on the same
-    splits: read from the store, or measured now (e.g. for copied checkpoints) and stored."""
+    """Task -> fine-tuned ``val_top1`` / ``test_top1`` through the evaluator's forward, measured
+    by this project on the same splits: read from the store, or measured now (copied
+    checkpoints, a new ``eval_forward``) and stored."""
     accuracies = {}
     for task in tasks:
-        metrics = store.metrics(task)
+        metrics = store.metrics(task, evaluator.forward)
         if metrics is None:
             state = store.load(task)
             metrics = {
                 "val_top1": evaluator.accuracy(state, task, "val"),
                 "test_top1": evaluator.accuracy(state, task, "test"),
             }
-            store.write_metrics(task, metrics)
+            store.write_metrics(task, metrics, evaluator.forward)
         accuracies[task] = {"val_top1": metrics["val_top1"], "test_top1": metrics["test_top1"]}
     return accuracies

@@ -7,7 +7,6 @@ from typing import Any
 
 from taskmerge.errors import ConfigError
 from taskmerge.merging.base import Candidate, MergeMethod
-from taskmerge.merging.masks import multitask_vector
 from taskmerge.merging.registry import register_method
 from taskmerge.merging.tensorwise import each_parameter, parameter_names, running_sum
 from taskmerge.task_vectors import TaskVector
@@ -85,6 +84,8 @@ class TaskArithmetic(MergeMethod):
         vectors = list(task_vectors.values())
         if self.k >= 100:
             return task_arithmetic(vectors)
+        from taskmerge.merging.masks import multitask_vector  # here: keeps the registry order
+
         return TaskVector(multitask_vector([tv.vector for tv in vectors], k=self.k))
 
 

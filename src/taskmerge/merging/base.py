@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from taskmerge.checkpoints import StateDict
 from taskmerge.merging.selection import Reference
+from taskmerge.merging.tensorwise import DerivedStateDict
 from taskmerge.task_vectors import TaskVector
 
 
@@ -39,6 +41,34 @@ class Candidate:
         if self.shared is None:
             raise KeyError(f"candidate has no weights for task {task}")
         return self.shared
+
+
+@dataclass
+class AffineFamily:
+    """Candidates of the form theta0 + sum_k c_k d_k: the directions and one coefficient tuple
+    per candidate, in grid order.
+
+    Through the linearized forward the features of such a candidate are f0 + sum_k c_k J d_k,
+    so the whole grid is scored from one JVP per direction
+    (:meth:`taskmerge.evaluation.TaskEvaluator.affine_accuracies`).
+    """
+
+    directions: list[dict[str, torch.Tensor]]
+    points: list[tuple[dict[str, Any], tuple[float, ...]]]
+
+    def candidate(self, pretrained: Mapping[str, torch.Tensor], index: int) -> Candidate:
+        """The weights of point ``index``, computed one tensor per lookup."""
+        hyperparameters, coefficients = self.points[index]
+
+        def delta(name: str) -> torch.Tensor | None:
+            terms = [
+                c * d[name].float()
+                for c, d in zip(coefficients, self.directions, strict=True)
+                if name in d
+            ]
+            return sum(terms[1:], terms[0]) if terms else None
+
+        return Candidate(dict(hyperparameters), DerivedStateDict(pretrained, delta))
 
 
 class MergeMethod:
@@ -94,6 +124,17 @@ class MergeMethod:
     def details(self) -> dict[str, Any]:
         """What the results JSON should record about the method beyond its hyperparameters."""
         return {}
+
+    def affine_family(
+        self, pretrained: Mapping[str, Any], task_vectors: Mapping[str, TaskVector]
+    ) -> AffineFamily | None:
+        """The candidates as theta0 + coefficient * merged vector, or None when this method's
+        candidates are not of that form (it overrides :meth:`candidates`)."""
+        if type(self).candidates is not MergeMethod.candidates:
+            return None
+        merged = dict(self.merge(task_vectors).vector)
+        points = [({"scaling_coef": coef}, (coef,)) for coef in self.coefficients()]
+        return AffineFamily([merged], points)
 
     def candidates(
         self, pretrained: Mapping[str, Any], task_vectors: Mapping[str, TaskVector]

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from taskmerge.errors import ConfigError
-from taskmerge.merging.base import Candidate, MergeMethod
+from taskmerge.merging.base import AffineFamily, Candidate, MergeMethod
 from taskmerge.merging.registry import lines_methods, method_specs
 from taskmerge.merging.selection import (
     Reference,
@@ -224,6 +224,20 @@ class LiNeS(MergeMethod):
         vectors = [tv.vector for tv in task_vectors.values()]
         alpha = multitask_alpha(vectors, merged.vector)
         return [(alpha, beta) for beta in self.grid]
+
+    def affine_family(
+        self, pretrained: Mapping[str, Any], task_vectors: Mapping[str, TaskVector]
+    ) -> AffineFamily:
+        """LiNeS is affine in (alpha, beta): theta0 + alpha * tau + beta * ramp(tau), ramp scaling
+        block l by l / (L - 1) and everything outside the blocks by 0."""
+        if self.block_index is None or self.num_blocks is None:
+            raise ValueError("LiNeS needs block_index and num_blocks: call bind(encoder, tasks)")
+        merged = dict(self.merge(task_vectors).vector)
+        inside = {name: t for name, t in merged.items() if self.block_index[name] is not None}
+        ramp = lines_scale(inside, self.block_index, self.num_blocks, 0.0, 1.0)
+        pairs = self.pairs(task_vectors, TaskVector(merged))
+        points = [({"alpha": alpha, "beta": beta}, (alpha, beta)) for alpha, beta in pairs]
+        return AffineFamily([merged, ramp], points)
 
     def candidates(
         self, pretrained: Mapping[str, Any], task_vectors: Mapping[str, TaskVector]
