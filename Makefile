@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[data,test]"
+	$(PY) -m pip install --quiet -e ".[data,test,sweep]"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -14,12 +14,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from taskmerge.entrypoints import register_resolvers, run_analysis, set_default_home
+from taskmerge.entrypoints import register_resolvers, run_analysis, set_default_home, user_errors
 
 log = logging.getLogger("taskmerge")
 
 
 @hydra.main(config_path="config", config_name="analyze", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
     """One Hydra job: the disentanglement heatmap(s), JSON and W&B run."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)

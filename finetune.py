@@ -15,12 +15,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from taskmerge.entrypoints import register_resolvers, run_finetune, set_default_home
+from taskmerge.entrypoints import register_resolvers, run_finetune, set_default_home, user_errors
 
 log = logging.getLogger("taskmerge")
 
 
 @hydra.main(config_path="config", config_name="finetune", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> None:
     """Fine-tune every configured task that has no checkpoint yet (or all, with overwrite)."""
     for task, metrics in run_finetune(cfg).items():

@@ -15,12 +15,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from taskmerge.entrypoints import register_resolvers, run_main, set_default_home
+from taskmerge.entrypoints import register_resolvers, run_main, set_default_home, user_errors
 
 log = logging.getLogger("taskmerge")
 
 
 @hydra.main(config_path="config", config_name="config", version_base="1.3")
+@user_errors
 def main(cfg: DictConfig) -> float:
     """One Hydra job: one merge experiment and one tracker run."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)

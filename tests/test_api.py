@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -119,3 +121,30 @@ def test_lines_and_negation_errors(models) -> None:  # noqa: ANN001
         taskmerge.merge(base, tuned, "negation", task_index=0)
     with pytest.raises(ConfigError, match="task_index=2 is out of range for 2 tasks"):
         taskmerge.merge(base, tuned, "negation", task_index=2, scaling_coef=0.5)
+
+
+def test_linearized_models_merge_and_add_up_exactly() -> None:
+    """Through the linearized forward task arithmetic is exact: f_lin(theta0 + a tau_a + b tau_b)
+    = f0 + a (f_lin(theta_a) - f0) + b (f_lin(theta_b) - f0)."""
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    tuned = {}
+    for name in ("a", "b"):
+        model = taskmerge.LinearizedEncoder(copy.deepcopy(base))
+        with torch.no_grad():
+            for param in model.encoder.parameters():
+                param.add_(0.3 * torch.randn_like(param))
+        tuned[name] = model
+    merged = taskmerge.merge(
+        taskmerge.LinearizedEncoder(copy.deepcopy(base)), tuned, "sum", scaling_coef=0.5
+    )
+    assert isinstance(merged, taskmerge.LinearizedEncoder)
+    x = torch.randn(5, 3)
+    with torch.no_grad():
+        f0 = base(x)
+        expected = f0 + 0.5 * (tuned["a"](x) - f0) + 0.5 * (tuned["b"](x) - f0)
+        assert torch.allclose(merged(x), expected, atol=1e-5)
+        assert not torch.allclose(base(x) * 0 + merged.encoder(x), expected, atol=1e-3)
+    mixed = {"a": tuned["a"], "b": copy.deepcopy(base)}
+    with pytest.raises(ConfigError, match="linearized models \\['a'\\] and non-linear"):
+        taskmerge.merge(base, mixed, "sum", scaling_coef=0.5)

@@ -20,10 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 REDUCED: list[str] = []  # the full demo: its margins are what the assertions check
 
 
-def _run(args: list[str], home: Path, cwd: Path) -> subprocess.CompletedProcess:
+def _run(
+    args: list[str], home: Path, cwd: Path, script: str = "main.py"
+) -> subprocess.CompletedProcess:
     env = dict(os.environ, TASKMERGE_HOME=str(home), WANDB_MODE="offline", HF_HUB_OFFLINE="1")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), *args],
+        [sys.executable, str(ROOT / script), *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -128,7 +130,7 @@ def test_checkpoints_are_safetensors_in_the_documented_layout(demo: dict) -> Non
     base = Path(demo["home"]) / "checkpoints" / "taskmerge-tiny" / "standard"
     for task in demo["single"]["tasks"]:
         assert (base / task / "finetuned.safetensors").is_file()
-        metrics = json.loads((base / task / "metrics.json").read_text())
+        metrics = json.loads((base / task / "metrics.json").read_text())["forwards"]["nonlinear"]
         assert 0 < metrics["val_top1"] <= 1 and 0 < metrics["test_top1"] <= 1
 
 
@@ -203,3 +205,101 @@ def test_negation_on_the_demo(demo: dict) -> None:
     admissible = [c for c in results["sweep"] if c["val/selection_score"] is not None]
     best = min(c["val/target/top1"] for c in admissible)
     assert val["target/top1"] == best  # the reference rule: lowest admissible target accuracy
+
+
+# --------------------------------------------------------------------------- fine-tuning modes
+PAIR = ["Digits", "Colors"]
+PAIR_OVERRIDE = f"DATASETS=[{','.join(PAIR)}]"
+
+
+@pytest.fixture(scope="module")
+def modes(demo: dict) -> dict:
+    """Linear and attention-only fine-tuning (one epoch, two tasks) merged by sum and TSVM,
+    post-hoc linearization of the standard checkpoints, and the disentanglement analysis."""
+    home, cwd = demo["home"], demo["cwd"]
+    quick = [PAIR_OVERRIDE, "train.epochs_scale=0.34", "logger=none"]
+    _run(["-m", "finetuning=linear,attention", "method=sum,TSVM", *quick,
+          "hydra.sweep.dir=" + str(cwd / "modes")], home, cwd)  # fmt: skip
+    _run(["finetuning=standard", "eval_forward=linear", "method=sum", PAIR_OVERRIDE,
+          "logger=none", "hydra.run.dir=" + str(cwd / "posthoc")], home, cwd)  # fmt: skip
+    _run([PAIR_OVERRIDE, "analysis.modes=[standard,linear,standard@linear]",
+          "analysis.grid_points=5", "logger=none", "hydra.run.dir=" + str(cwd / "analysis")],
+         home, cwd, script="analyze.py")  # fmt: skip
+    runs = {(r["finetuning"], r["method"]): r for r in _results(cwd / "modes")}
+    return {
+        "home": home,
+        "runs": runs,
+        "posthoc": _results(cwd / "posthoc")[0],
+        "analysis": json.loads((cwd / "analysis" / "disentanglement.json").read_text()),
+        "figure": cwd / "analysis" / "disentanglement.png",
+    }
+
+
+@pytest.mark.slow
+def test_every_mode_and_method_cell_runs(modes: dict) -> None:
+    assert set(modes["runs"]) == {(m, n) for m in ("linear", "attention") for n in ("sum", "TSVM")}
+    for (mode, _), results in modes["runs"].items():
+        assert results["eval_forward"] == ("linear" if mode == "linear" else "nonlinear")
+        assert results["complete"] is True and results["tasks"] == PAIR
+        assert 0.3 < results["test"]["avg"]["normalized_top1"] <= 1.1
+
+
+@pytest.mark.slow
+def test_fine_tuned_accuracy_is_measured_through_each_forward(modes: dict) -> None:
+    base = Path(modes["home"]) / "checkpoints" / "taskmerge-tiny"
+    linear = json.loads((base / "linear" / "Digits" / "metrics.json").read_text())
+    assert set(linear["forwards"]) == {"linear"}
+    standard = json.loads((base / "standard" / "Digits" / "metrics.json").read_text())
+    assert set(standard["forwards"]) == {"nonlinear", "linear"}  # the post-hoc cast added one
+    posthoc = modes["posthoc"]
+    assert (posthoc["finetuning"], posthoc["eval_forward"]) == ("standard", "linear")
+    assert (
+        posthoc["finetuned"]["Digits"]["test_top1"] == standard["forwards"]["linear"]["test_top1"]
+    )
+    run = modes["runs"][("linear", "sum")]
+    assert run["finetuned"]["Digits"]["test_top1"] == linear["forwards"]["linear"]["test_top1"]
+
+
+@pytest.mark.slow
+def test_disentanglement_analysis_on_the_demo(modes: dict) -> None:
+    analysis = modes["analysis"]
+    labels = [r["label"] for r in analysis["results"]]
+    assert labels == ["standard", "linear", "standard (linear forward)"]
+    for result in analysis["results"]:
+        grid, xi = result["grid"], result["xi"]
+        assert len(grid) == 5 and len(xi) == 5 and xi[2][2] == 0  # a1 = a2 = 0
+        assert 0 <= result["mean_xi"] <= 2
+    assert modes["figure"].is_file() and modes["figure"].stat().st_size > 10_000
+
+
+# --------------------------------------------------------------------------- reuse and launchers
+@pytest.mark.slow
+def test_a_rerun_reuses_complete_results_and_force_redoes_them(demo: dict) -> None:
+    home, cwd = demo["home"], demo["cwd"]
+    args = ["method=ties", SUBSET_OVERRIDE, "logger=none"]
+    _run([*args, "hydra.run.dir=" + str(cwd / "rerun")], home, cwd)
+    rerun = _results(cwd / "rerun")[0]
+    first = demo["mergers"]["ties"]
+    assert rerun["reused"]["key"] == first["job_key"]
+    assert rerun["test"] == first["test"] and rerun["sweep"] == first["sweep"]
+    _run([*args, "force=true", "hydra.run.dir=" + str(cwd / "forced")], home, cwd)
+    forced = _results(cwd / "forced")[0]
+    assert "reused" not in forced and forced["test"] == first["test"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_parallel_launchers_give_the_serial_results(demo: dict, launcher: str) -> None:
+    pytest.importorskip(f"hydra_plugins.hydra_{launcher.split('_')[0]}_launcher")
+    home, cwd = demo["home"], demo["cwd"]
+    out = cwd / f"launcher-{launcher}"
+    extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
+    _run(
+        ["-m", f"hydra/launcher={launcher}", *extra, "method=ties,TSVM", SUBSET_OVERRIDE,
+         "logger=none", "force=true", "hydra.sweep.dir=" + str(out)],
+        home, cwd,
+    )  # fmt: skip
+    parallel = {r["method"]: r for r in _results(out)}
+    assert set(parallel) == {"ties", "TSVM"}
+    for method, results in parallel.items():
+        assert results["test"] == demo["mergers"][method]["test"], method

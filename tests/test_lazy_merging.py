@@ -119,6 +119,8 @@ SETTINGS: dict[str, dict] = {
     "negation": {"grid": [0.5]},
     "TSVM": {"grid": [1.0]},
     "TSVM_2": {"grid": [1.0]},
+    "iso_c": {"grid": [1.0]},
+    "iso_cts": {"grid": [1.0]},
 }
 #: Variants beyond each method's defaults.
 VARIANTS: dict[str, tuple[str, dict]] = {

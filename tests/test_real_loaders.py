@@ -172,7 +172,7 @@ def test_missing_dataset_raises_one_clear_line(tmp_path: Path, name: str) -> Non
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(f"{name} not found under {root}")
-    assert "paths.data_root" in message
+    assert "paths.data" in message and "prepare_data.py" in message
     with pytest.raises(DataNotFoundError, match=name):
         locate_split(name, root, "train")
 

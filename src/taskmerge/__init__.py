@@ -1,8 +1,9 @@
 """taskmerge: editing and merging fine-tuned models in weight space."""
 
 from taskmerge.api import merge, method_names
+from taskmerge.linearize import LinearizedEncoder
 from taskmerge.task_vectors import TaskVector
 
 __version__ = "0.1.0"
 
-__all__ = ["TaskVector", "__version__", "merge", "method_names"]
+__all__ = ["LinearizedEncoder", "TaskVector", "__version__", "merge", "method_names"]

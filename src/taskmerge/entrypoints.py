@@ -7,12 +7,15 @@ or :func:`taskmerge.training.finetune_task` with them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
@@ -21,8 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from taskmerge.checkpoints import fingerprint, write_json
 from taskmerge.data.catalog import resolve_task_names, resolve_task_specs
 from taskmerge.disentanglement import coefficient_grid, disentanglement_error, plot_heatmaps
-from taskmerge.distributed import check_world_size
-from taskmerge.errors import ConfigError, TaskmergeError
+from taskmerge.distributed import check_world_size, launched_by_torchrun
+from taskmerge.errors import CheckpointError, ConfigError, TaskmergeError
 from taskmerge.evaluation import TaskEvaluator, resolve_device
 from taskmerge.experiment import run_merge
 from taskmerge.finetuning import FinetuningMode, check_forward
@@ -30,11 +33,32 @@ from taskmerge.merging import MergeMethod, with_lines
 from taskmerge.merging.lines import LINES_KEYS
 from taskmerge.merging.registry import help_text
 from taskmerge.models.clip import ClipBundle
+from taskmerge.resume import ResultStore, job_key, task_lock
 from taskmerge.store import CheckpointStore
-from taskmerge.tracking import Tracker
+from taskmerge.tracking import Tracker, write_results
 from taskmerge.training import TrainSettings, finetune_task, finetuned_accuracies
 
 log = logging.getLogger("taskmerge")
+T = TypeVar("T")
+
+
+def user_errors(job: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a Hydra task function: a user's mistake (:class:`TaskmergeError`) ends the run
+    with its one-line message on stderr and exit status 2, no traceback; a bug keeps its
+    traceback. ``HYDRA_FULL_ERROR=1`` shows the traceback of user errors too."""
+
+    @functools.wraps(job)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return job(*args, **kwargs)
+        except TaskmergeError as exc:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            message = " ".join(str(exc).split())
+            print(f"taskmerge: error: {message}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+
+    return wrapper
 
 
 def register_resolvers() -> None:
@@ -126,6 +150,7 @@ def build_setup(
         num_workers=cfg.num_workers,
         forward=forward,
         params0=pretrained,
+        accuracy_dir=cache / "accuracy" / heads_dir.relative_to(cache / "heads"),
     )
     store = CheckpointStore(
         cfg.paths.checkpoints, bundle.name, bundle.pretrained, mode, pretrained, pretrained_fp
@@ -145,20 +170,29 @@ def finetune_command() -> str:
 
 
 def ensure_checkpoints(setup: Setup, finetune_missing: bool, world_size: int = 1) -> None:
-    """Fine-tune the missing checkpoints where allowed; else fail, before any long work."""
+    """Fine-tune the missing checkpoints where allowed; else fail, before any long work.
+
+    Each task is fine-tuned under its directory's lock: a concurrent job that needs the same
+    checkpoint waits and then reuses it (see :mod:`taskmerge.resume`).
+    """
     missing = setup.store.missing(setup.tasks)
     if missing and not finetune_missing:
         setup.store.require(setup.tasks, finetune_command())
     for task in missing:
-        finetune_task(
-            task,
-            setup.bundle.visual,
-            setup.evaluator,
-            setup.store,
-            setup.train,
-            setup.mode,
-            world_size=world_size,
-        )
+        lock = nullcontext() if launched_by_torchrun() else task_lock(setup.store.task_dir(task))
+        with lock:
+            if setup.store.path(task).is_file():
+                log.info("%s: fine-tuned meanwhile by another job, reused", task)
+                continue
+            finetune_task(
+                task,
+                setup.bundle.visual,
+                setup.evaluator,
+                setup.store,
+                setup.train,
+                setup.mode,
+                world_size=world_size,
+            )
 
 
 def run_main(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -178,15 +212,28 @@ def run_main(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     )
     try:
         ensure_checkpoints(setup, cfg.finetune_missing, cfg.world_size)
+        config = config_dict(cfg)
+        key = job_key(config, {t: setup.store.path(t) for t in setup.tasks})
+        results_store = ResultStore(Path(cfg.paths.cache).expanduser() / "results")
+        reused = None if cfg.get("force") else results_store.get(key)
+        if reused is not None:
+            reused["reused"] = {"key": key, "from": str(results_store.path(key))}
+            write_results(reused, run_dir)
+            tracker.summary({"reused": True, **{f"test/avg/{k}": v for k, v in
+                                                reused["test"]["avg"].items()}})  # fmt: skip
+            log.info("%s: complete results of this job exist, reused (force=true redoes it)",
+                     reused["method"])  # fmt: skip
+            return reused
         finetuned = finetuned_accuracies(setup.store, setup.evaluator, setup.tasks)
         info = {
             "model": setup.bundle.name,
             "pretrained": setup.bundle.pretrained,
             "finetuning": setup.mode.name,
             "eval_forward": setup.evaluator.forward,
-            "config": config_dict(cfg),
+            "config": config,
+            "job_key": key,
         }
-        return run_merge(
+        results = run_merge(
             method,
             setup.pretrained,
             setup.store.task_vectors(setup.tasks),
@@ -196,6 +243,8 @@ def run_main(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             run_dir,
             info,
         )
+        results_store.put(key, results)
+        return results
     finally:
         tracker.finish()
 
@@ -299,6 +348,66 @@ def run_analysis(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         return summary
     finally:
         tracker.finish()
+
+
+def run_prepare_data(cfg: DictConfig) -> tuple[list, list[str]]:
+    """prepare_data.py's job: the status of each task, after preparing the missing ones."""
+    from taskmerge.data.prepare import prepare, task_status
+
+    names = task_names(cfg)
+    resolve_task_specs(names)
+    if cfg.action == "status":
+        return [task_status(task, cfg.paths.data) for task in names], []
+    if cfg.action != "prepare":
+        raise ConfigError(f"action={cfg.action!r}: use action=prepare or action=status")
+    return prepare(names, cfg.paths.data)
+
+
+def run_import(cfg: DictConfig) -> tuple[Any, Path]:
+    """import_checkpoints.py's job: fetch (``hf://``) or read the source and import it."""
+    from taskmerge.finetuning import Linearized
+    from taskmerge.hub import fetch, parse_hub_source
+    from taskmerge.importing import Discovery, Source, import_checkpoints
+
+    explicit = [cfg.task] if cfg.task else (list(cfg.DATASETS) if cfg.DATASETS else None)
+    if explicit:
+        resolve_task_specs(explicit)
+    source = str(cfg.source)
+    hub = parse_hub_source(source)
+    if hub is None and not Path(source).expanduser().exists():
+        raise CheckpointError(f"source={source} does not exist: give a folder, a file or hf://...")
+    bundle = instantiate(cfg.model)
+    pretrained = {k: v.detach().clone() for k, v in bundle.visual.state_dict().items()}
+    pretrained_fp = fingerprint(pretrained)
+
+    def store(mode: FinetuningMode) -> CheckpointStore:
+        return CheckpointStore(
+            cfg.paths.checkpoints, bundle.name, bundle.pretrained, mode, pretrained, pretrained_fp
+        )
+
+    if hub is not None:
+        fusion = "/" not in hub
+        root = fetch(source, bundle.name, (explicit or task_names(cfg)) if fusion else [])
+    else:
+        root = Path(source).expanduser()
+    standard = store(FinetuningMode())
+    if cfg.task:  # one plain state-dict file
+        from taskmerge.importing import _import_one
+
+        if not root.is_file():
+            raise CheckpointError(f"source={root} is not a file: task= imports one state dict")
+        _import_one(Source(cfg.task, root, "open_clip"), standard, Discovery("open_clip", []))
+        return _single_report(cfg.task), standard.root / bundle.name / standard.finetuning
+    report = import_checkpoints(
+        root, bundle.name, standard, store(Linearized()), explicit, cfg.layout
+    )
+    return report, standard.root / bundle.name / standard.finetuning
+
+
+def _single_report(task: str) -> Any:
+    from taskmerge.importing import ImportReport
+
+    return ImportReport(imported=[task])
 
 
 def config_dict(cfg: DictConfig) -> dict:

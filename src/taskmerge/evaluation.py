@@ -13,6 +13,7 @@ one primal pass and one JVP per direction.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from taskmerge.checkpoints import write_json
 from taskmerge.data.catalog import is_demo_task
 from taskmerge.data.datasets import TaskSplits, load_task_splits, make_loader
 from taskmerge.data.registry import TaskSpec
@@ -98,6 +100,9 @@ class TaskEvaluator:
         forward: ``"nonlinear"`` (the encoder) or ``"linear"`` (its linearization around
             ``params0``; a non-linearly fine-tuned checkpoint is then "post-hoc linearized").
         params0: theta0 of the linear forward (default: the bundle's image-tower weights).
+        accuracy_dir: Where :meth:`cached_accuracy` keeps accuracies that do not depend on the
+            merge (zero-shot); like ``heads_dir`` it must identify the model, its pretrained
+            weights and hence its preprocessing. None: nothing is cached.
     """
 
     def __init__(
@@ -112,10 +117,12 @@ class TaskEvaluator:
         num_workers: int = 4,
         forward: str = "nonlinear",
         params0: StateDict | None = None,
+        accuracy_dir: str | Path | None = None,
     ) -> None:
         self.bundle = bundle
         self.forward = check_forward(forward)
         self._params0 = params0
+        self.accuracy_dir = Path(accuracy_dir).expanduser() if accuracy_dir else None
         self.specs = {spec.name: spec for spec in specs}
         self.data_root = Path(data_root).expanduser()
         self.cache_dir = Path(cache_dir).expanduser()
@@ -189,6 +196,18 @@ class TaskEvaluator:
         """Top-1 of the encoder weights ``state_dict`` on one task's split."""
         encoder = self.encoder_with(state_dict)
         return top1_accuracy(encoder, self.head(task), self.loader(task, split), self.device)
+
+    def cached_accuracy(self, key: str, state_dict: StateDict, task: str, split: str) -> float:
+        """:meth:`accuracy` of weights identified by ``key`` (e.g. ``"zeroshot"``), stored on disk
+        per (key, forward, task, split) and reused by every later job."""
+        if self.accuracy_dir is None:
+            return self.accuracy(state_dict, task, split)
+        path = self.accuracy_dir / key / self.forward / f"{task}-{split}.json"
+        if path.is_file():
+            return float(json.loads(path.read_text())["top1"])
+        value = self.accuracy(state_dict, task, split)
+        write_json({"top1": value, "task": task, "split": split, "forward": self.forward}, path)
+        return value
 
     @torch.no_grad()
     def predictions(

@@ -34,7 +34,14 @@ Accuracies = Mapping[str, Mapping[str, float]]
 
 # --------------------------------------------------------------------------- inputs
 def zeroshot_accuracies(evaluator: Evaluator, pretrained: StateDict) -> dict[str, dict[str, float]]:
-    """Split (``val``, ``test``) -> task -> top-1 of the pretrained encoder."""
+    """Split (``val``, ``test``) -> task -> top-1 of the pretrained encoder (cached on disk when
+    the evaluator can: computed once, not once per job)."""
+    cached = getattr(evaluator, "cached_accuracy", None)
+    if cached is not None:
+        return {
+            split: {t: cached("zeroshot", pretrained, t, split) for t in evaluator.task_names}
+            for split in ("val", "test")
+        }
     return {
         split: {t: evaluator.accuracy(pretrained, t, split) for t in evaluator.task_names}
         for split in ("val", "test")
@@ -231,6 +238,14 @@ def report(
     details = _method_details(method, val, test, references)
     if details:
         results["report"] = details
+    edge = grid_edge(curve, chosen.hyperparameters, method.natural_bounds())
+    results["grid_edge"] = edge
+    if edge:
+        log.warning(
+            "%s: the chosen %s=%g is the %s edge of the swept grid, the optimum may lie beyond "
+            "it: rerun with %s",
+            method.name, edge["key"], edge["value"], edge["edge"], edge["override"],
+        )  # fmt: skip
     zeroshot = {split: ref.zeroshot for split, ref in references.items() if ref.zeroshot}
     if zeroshot:
         results["zeroshot"] = {
@@ -330,6 +345,33 @@ def _method_details(
         if derived:
             details[split] = {k.removeprefix(f"{split}/"): v for k, v in derived.items()}
     return details
+
+
+def grid_edge(
+    curve: Sequence[Mapping[str, Any]],
+    chosen: Mapping[str, Any],
+    bounds: Mapping[str, tuple[float | None, float | None]],
+) -> dict[str, Any] | None:
+    """Whether the chosen value of the swept hyperparameter is the first or last of at least
+    three grid values and that edge is not a natural bound; then the edge and the override
+    that extends the grid (five more steps of the grid's last spacing, within the bounds)."""
+    key = _swept_key(curve)
+    values = sorted({c["hyperparameters"].get(key) for c in curve} - {None}, key=float)
+    value = chosen.get(key)
+    if len(values) < 3 or not isinstance(value, (int, float)):
+        return None
+    low, high = bounds.get(key, (None, None))
+    if value == values[-1] and (high is None or value < high):
+        step, edge, sign = values[-1] - values[-2], "upper", 1
+    elif value == values[0] and (low is None or value > low):
+        step, edge, sign = values[1] - values[0], "lower", -1
+    else:
+        return None
+    extra = [round(value + sign * step * i, 10) for i in range(1, 6)]
+    extra = [x for x in extra if (low is None or x >= low) and (high is None or x <= high)]
+    grid = sorted({*values, *extra})
+    override = "method.grid=[" + ",".join(f"{x:g}" for x in grid) + "]"
+    return {"key": key, "value": value, "edge": edge, "grid": values, "override": override}
 
 
 def _swept_key(curve: Sequence[Mapping[str, Any]]) -> str:

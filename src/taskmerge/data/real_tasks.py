@@ -126,7 +126,7 @@ class RealTaskLoader:
         )
         return DataNotFoundError(
             f"{self.task} not found under {root}: expected {layouts}{hf}; "
-            f"{entry.how_to_get(root)}, or set paths.data_root"
+            f"{entry.how_to_get(root)}, or set paths.data (or `python prepare_data.py`)"
         )
 
     def _check(self, root: Path | str, split: str) -> Path:

@@ -17,7 +17,7 @@ of tall_masks' ``finetune.py``. The TSV convention deviates for two tasks: EMNIS
 ``a photo of the number: "{}".`` with its images transposed upright (that repository rotates by -90
 degrees and flips horizontally), and STL10 is prompted with the 18 CIFAR templates.
 
-Where the data is looked for (``root`` is the data root, e.g. ``paths.data_root``; the first
+Where the data is looked for (``root`` is the data root, e.g. ``paths.data``; the first
 layout found wins, then a Hugging Face copy, see :mod:`taskmerge.data.hf_copies`; how layouts are
 read is in :mod:`taskmerge.data.layouts`):
 
@@ -67,9 +67,10 @@ different, 26-class task.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from taskmerge.data import classnames as cn
 from taskmerge.data.hf_copies import HFSource
@@ -106,22 +107,36 @@ __all__ = ["ENTRIES", "ENTRY_BY_NAME", "TaskEntry", "TorchvisionHint"]
 class TorchvisionHint:
     """How to get a dataset torchvision can download: the call to run where there is network.
 
+    Also the recipe ``prepare_data.py`` downloads with.
+
     Attributes:
         class_name: ``torchvision.datasets`` class (e.g. ``"SVHN"``).
         subdir: Folder under the data root that torchvision's root is (``""``: the root itself).
-        extra: Further arguments, written as Python (e.g. ``", split='digits'"``).
+        kwargs: Further arguments (e.g. ``(("split", "digits"),)`` for EMNIST).
+        train_flag: The class takes ``train=True/False`` (MNIST family, CIFAR) instead of
+            ``split=``.
+        train_split: The ``split`` value of the training set (``"trainval"`` for the pets).
     """
 
     class_name: str
     subdir: str = ""
-    extra: str = ""
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    train_flag: bool = False
+    train_split: str = "train"
 
     def __call__(self, root: Path) -> str:
         tv_root = root / self.subdir if self.subdir else root
+        extra = "".join(f", {key}={value!r}" for key, value in self.kwargs)
         return (
             f"download it on a machine with network with torchvision.datasets.{self.class_name}"
-            f"('{tv_root}'{self.extra}, download=True) and copy it here"
+            f"('{tv_root}'{extra}, download=True) and copy it here"
         )
+
+    def arguments(self, split: str) -> dict[str, Any]:
+        """The split arguments of the torchvision class for ``train`` or ``test``."""
+        if self.train_flag:
+            return {"train": split == "train", **dict(self.kwargs)}
+        return {"split": self.train_split if split == "train" else split, **dict(self.kwargs)}
 
 
 @dataclass(frozen=True)
@@ -142,6 +157,8 @@ class TaskEntry:
         tsv_templates: The TSV repository's templates, where they differ from ``templates``.
         tsv_upright: Whether the TSV convention transposes the images upright.
         splits: The splits ``load_split`` accepts.
+        sizes: Samples per split of the official data (``train`` before the Val split), as the
+            reference splits define them; ``prepare_data.py status`` checks them.
     """
 
     name: str
@@ -155,6 +172,7 @@ class TaskEntry:
     tsv_templates: tuple[str, ...] | None = None
     tsv_upright: bool = False
     splits: tuple[str, ...] = ("train", "test")
+    sizes: Mapping[str, int] = field(default_factory=dict)
 
     def how_to_get(self, root: Path) -> str:
         """The hint for a dataset missing under ``root``."""
@@ -201,6 +219,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
             "a photo of my old {}.",
         ),
         epochs=35,
+        sizes={"train": 8144, "test": 8041},
         layouts=(
             tv(
                 "Cars",
@@ -229,6 +248,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
             "a photo of the {} object.",
         ),
         epochs=76,
+        sizes={"train": 3760, "test": 1880},
         layouts=(
             split_folder_layout(
                 "DTD",
@@ -251,6 +271,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
             "a centered satellite photo of the {}.",
         ),
         epochs=12,
+        sizes={"train": 21600, "test": 2700},
         layouts=(
             split_folder_layout(
                 "EuroSAT",
@@ -275,6 +296,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
             'a close up photo of a "{}" traffic sign.',
         ),
         epochs=11,
+        sizes={"train": 26640, "test": 12630},
         layouts=(
             guarded(
                 tv(
@@ -296,6 +318,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
         classnames=cn.DIGITS,
         templates=_NUMBER_TEMPLATES,
         epochs=5,
+        sizes={"train": 60000, "test": 10000},
         layouts=(
             mnist_layout(
                 "MNIST",
@@ -303,7 +326,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
                 "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]",
             ),
         ),
-        hint=TorchvisionHint("MNIST"),
+        hint=TorchvisionHint("MNIST", train_flag=True),
         hf_sources=(HFSource("ylecun/mnist"),),
     ),
     TaskEntry(
@@ -322,6 +345,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
             )
         ),  # fmt: skip
         epochs=15,
+        sizes={"train": 18900, "test": 6300},
         layouts=(resisc45_layout([c.replace(" ", "_") for c in cn.RESISC45]),),
         hint="download NWPU-RESISC45 and the resisc45-{train,val,test}.txt split lists "
         "(google-research remote_sensing_representations)",
@@ -332,6 +356,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
         classnames=cn.DIGITS,
         templates=_NUMBER_TEMPLATES,
         epochs=4,
+        sizes={"train": 73257, "test": 26032},
         layouts=(svhn_layout(),),
         hint=TorchvisionHint("SVHN", "svhn"),
         hf_sources=(HFSource("ufldl-stanford/svhn", config="cropped_digits"),),
@@ -341,6 +366,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
         classnames=cn.SUN397,
         templates=_A_THE_TEMPLATES,
         epochs=14,
+        sizes={"train": 19850, "test": 19850},
         layouts=(
             split_folder_layout(
                 "SUN397",
@@ -360,6 +386,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
         templates=_A_THE_TEMPLATES,
         tsv_templates=_CIFAR_TEMPLATES,
         epochs=60,
+        sizes={"train": 5000, "test": 8000},
         layouts=(stl10_layout(),),
         hint=TorchvisionHint("STL10", "stl10"),
         hf_sources=(HFSource("tanganke/stl10"),),
@@ -369,6 +396,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
         classnames=cn.OXFORD_PETS,
         templates=("a photo of a {}, a type of pet.",),
         epochs=82,
+        sizes={"train": 3680, "test": 3669},
         layouts=(
             tv(
                 "OxfordIIITPet",
@@ -379,7 +407,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
                 split_kw({"train": "trainval"}),
             ),
         ),
-        hint=TorchvisionHint("OxfordIIITPet", "OxfordIIITPet"),
+        hint=TorchvisionHint("OxfordIIITPet", "OxfordIIITPet", train_split="trainval"),
         hf_sources=(HFSource("timm/oxford-iiit-pet"),),
     ),
     TaskEntry(
@@ -387,6 +415,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
         classnames=cn.FLOWERS102,
         templates=("a photo of a {}, a type of flower.",),
         epochs=147,
+        sizes={"train": 1020, "test": 6149},
         layouts=(
             tv(
                 "Flowers102",
@@ -405,12 +434,13 @@ ENTRIES: tuple[TaskEntry, ...] = (
         classnames=cn.CIFAR100,
         templates=_CIFAR_TEMPLATES,
         epochs=6,
+        sizes={"train": 50000, "test": 10000},
         layouts=(
             cifar_layout(
                 "cifar-100-python", {"train": ("train",), "test": ("test",)}, "fine_labels"
             ),
         ),
-        hint=TorchvisionHint("CIFAR100"),
+        hint=TorchvisionHint("CIFAR100", train_flag=True),
         hf_sources=(HFSource("tanganke/cifar100"), HFSource("uoft-cs/cifar100")),
     ),
     TaskEntry(
@@ -418,6 +448,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
         classnames=cn.PCAM,
         templates=("this is a photo of {}",),
         epochs=1,
+        sizes={"train": 262144, "test": 32768},
         layouts=(
             guarded(
                 tv(
@@ -447,6 +478,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
             "look at how {} they are.",
         ),
         epochs=10,
+        sizes={"train": 28709, "test": 7178},
         layouts=(fer_csv_layout(), fer_folder_layout()),
         hint="get fer2013.csv (Kaggle FER2013 challenge) into FER2013/fer2013/",
         # tall_masks reads Jeneral/fer-2013 (standard label order); FusionBench reads the
@@ -466,6 +498,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
         classnames=cn.CIFAR10,
         templates=_CIFAR_TEMPLATES,
         epochs=6,
+        sizes={"train": 50000, "test": 10000},
         layouts=(
             cifar_layout(
                 "cifar-10-batches-py",
@@ -473,7 +506,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
                 "labels",
             ),
         ),
-        hint=TorchvisionHint("CIFAR10"),
+        hint=TorchvisionHint("CIFAR10", train_flag=True),
         hf_sources=(HFSource("tanganke/cifar10"), HFSource("uoft-cs/cifar10")),
     ),
     TaskEntry(
@@ -481,6 +514,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
         classnames=cn.FOOD101,
         templates=("a photo of {}, a type of food.",),
         epochs=4,
+        sizes={"train": 75750, "test": 25250},
         layouts=(
             tv(
                 "Food101",
@@ -499,6 +533,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
         classnames=cn.FASHION_MNIST,
         templates=_A_THE_TEMPLATES,
         epochs=5,
+        sizes={"train": 60000, "test": 10000},
         layouts=(
             mnist_layout(
                 "FashionMNIST",
@@ -506,7 +541,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
                 "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]",
             ),
         ),
-        hint=TorchvisionHint("FashionMNIST"),
+        hint=TorchvisionHint("FashionMNIST", train_flag=True),
         hf_sources=(HFSource("zalando-datasets/fashion_mnist"),),
     ),
     TaskEntry(
@@ -514,6 +549,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
         classnames=cn.RENDERED_SST2,
         templates=("a {} review of a movie.",),
         epochs=39,
+        sizes={"train": 6920, "test": 1821},
         layouts=(
             tv(
                 "RenderedSST2",
@@ -534,6 +570,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
         tsv_templates=_NUMBER_TEMPLATES,
         tsv_upright=True,
         epochs=2,
+        sizes={"train": 240000, "test": 40000},
         layouts=(
             mnist_layout(
                 "EMNIST",
@@ -541,7 +578,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
                 "EMNIST/raw/emnist-digits-{train,test}-{images-idx3,labels-idx1}-ubyte[.gz]",
             ),
         ),
-        hint=TorchvisionHint("EMNIST", extra=", split='digits'"),
+        hint=TorchvisionHint("EMNIST", kwargs=(("split", "digits"),), train_flag=True),
         # no Hugging Face source: tanganke/emnist_letters is a different, 26-class task
     ),
     TaskEntry(
@@ -549,6 +586,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
         classnames=cn.KMNIST,
         templates=("a photo of the character {}.",),
         epochs=5,
+        sizes={"train": 60000, "test": 10000},
         layouts=(
             mnist_layout(
                 "KMNIST",
@@ -556,7 +594,7 @@ ENTRIES: tuple[TaskEntry, ...] = (
                 "KMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]",
             ),
         ),
-        hint=TorchvisionHint("KMNIST"),
+        hint=TorchvisionHint("KMNIST", train_flag=True),
         hf_sources=(HFSource("tanganke/kmnist"),),
     ),
 )

@@ -125,6 +125,12 @@ class MergeMethod:
         """What the results JSON should record about the method beyond its hyperparameters."""
         return {}
 
+    def natural_bounds(self) -> dict[str, tuple[float | None, float | None]]:
+        """Swept hyperparameter -> the (low, high) values a grid cannot usefully go beyond (None:
+        unbounded). A chosen value on a grid edge that is not such a bound is reported: the
+        optimum may lie beyond it. Default: a coefficient is at least 0."""
+        return {"scaling_coef": (0.0, None)}
+
     def affine_family(
         self, pretrained: Mapping[str, Any], task_vectors: Mapping[str, TaskVector]
     ) -> AffineFamily | None:

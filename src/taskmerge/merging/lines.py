@@ -265,6 +265,10 @@ class LiNeS(MergeMethod):
         """Editing: the trade-off on Val; multi-task: the method's criterion."""
         return metrics["val/tradeoff"] if self.editing else self.method.score(metrics)
 
+    def natural_bounds(self) -> dict[str, tuple[float | None, float | None]]:
+        """Editing: alpha is a fraction in [0, 1]; multi-task: beta is at least 0."""
+        return {"alpha": (0.0, 1.0)} if self.editing else {"beta": (0.0, None)}
+
     def details(self) -> dict[str, Any]:  # noqa: D102
         lines = {
             "mode": "editing" if self.editing else "multitask",

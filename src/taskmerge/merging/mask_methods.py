@@ -213,6 +213,17 @@ class TallMask(_StoresMasks):
         shapes = _shapes(vectors, names)
         tag = multitask_tag(self.use_ties, self.k, self.ties_agg)
         files = self._mask_files(task_vectors, tag)
+        if self.load_mask and files.published is not None:
+            published = files.open_published(shapes)  # imported: one mask per task, no lambda
+            merged = self.merge(task_vectors).vector
+            per_task = {
+                task: DerivedStateDict(
+                    pretrained, partial(_masked, merged, partial(published.get, task))
+                )
+                for task in task_vectors
+            }
+            yield Candidate({"tall_mask_lambda": "published"}, per_task=per_task)  # type: ignore[arg-type]
+            return
         loaded = {lam: files.open(lam, shapes) for lam in self.lambdas} if self.load_mask else {}
         merged = self.merge(task_vectors).vector
         for lam in self.lambdas:
@@ -290,6 +301,8 @@ class Consensus(_StoresMasks):
             return stored.get
         if not self.load_mask:
             return None
+        if files.published is not None:  # imported masks, one per task
+            return files.open_published(shapes).get
         lambdas = {task: _lambda_of(self.tall_mask_lambda, task) for task in tasks}
         opened = {lam: files.open(lam, shapes) for lam in sorted(set(lambdas.values()))}
         return lambda task, name: opened[lambdas[task]].get(task, name)

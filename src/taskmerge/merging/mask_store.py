@@ -249,6 +249,14 @@ def tall_mask_path(directory: str | Path, tasks: Sequence[str], lam: float, mult
     return Path(directory).expanduser() / f"{name}.safetensors"
 
 
+def published_mask_path(directory: str | Path, tasks: Sequence[str]) -> Path:
+    """``<directory>/tall_mask-published-<T>tasks-<hash>``: imported (published) TALL masks,
+    one per task, already selected by their authors (no lambda). The hash is of the sorted task
+    set: any order of the same tasks finds the file."""
+    name = f"tall_mask-published-{len(tasks)}tasks-{tasks_digest(sorted(tasks))}"
+    return Path(directory).expanduser() / f"{name}.safetensors"
+
+
 class MaskFiles:
     """Where one method's TALL masks live, and how they are written / reloaded.
 
@@ -281,6 +289,27 @@ class MaskFiles:
         """The file of the TALL masks for one lambda."""
         assert self.directory is not None
         return tall_mask_path(self.directory, self.tasks, lam, self.multitask)
+
+    @property
+    def published(self) -> Path | None:
+        """The imported (published) masks of these tasks, if there are any."""
+        if self.directory is None:
+            return None
+        path = published_mask_path(self.directory, self.tasks)
+        return path if path.is_file() else None
+
+    def open_published(self, shapes: Mapping[str, torch.Size]) -> MaskFile:
+        """The published masks, checked against the tasks and shapes."""
+        assert self.published is not None
+        opened = MaskFile(
+            self.published, self.tasks, shapes,
+            fix="re-import the checkpoints and masks of these tasks (import_checkpoints.py)",
+        )  # fmt: skip
+        if sorted(opened.tasks) != sorted(self.tasks):
+            raise MaskFileError(
+                f"{self.published} holds masks for {opened.tasks}, not {self.tasks}: re-import"
+            )
+        return opened
 
     @property
     def saving(self) -> bool:

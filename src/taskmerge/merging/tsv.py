@@ -81,7 +81,7 @@ def truncated_svd(tensor: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Ten
 
     The factors are copies: the full decomposition is freed on return.
     """
-    u, s, vh = _top_factors(tensor, r)
+    u, s, vh = top_factors(tensor, r)
     return tuple(factor.to(tensor.dtype, copy=True) for factor in (u, s, vh))  # type: ignore[return-value]
 
 
@@ -92,7 +92,7 @@ def truncated_svd(tensor: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Ten
 GRAM_MIN_RATIO = 1e-5
 
 
-def _top_factors(tensor: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def top_factors(tensor: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-``r`` SVD factors (possibly views of a larger decomposition; float64 when they come
     from the Gram matrix).
 
@@ -195,7 +195,7 @@ def tsv_merge_matrix(
             vh_cat = tau.new_empty((count * r, tau.shape[1]), dtype=work)
         if seen == count:
             raise ValueError(f"tsv_merge_matrix got more than num_tasks={count} matrices")
-        u, s, vh = _top_factors(tau, r)
+        u, s, vh = top_factors(tau, r)
         columns = slice(seen * r, (seen + 1) * r)
         u_cat[:, columns], s_cat[columns], vh_cat[columns] = u, s, vh
         seen += 1
