@@ -108,9 +108,15 @@ class ShardedBatches(Sampler[list[int]]):
     ) -> None:
         self.batches = BatchSampler(RandomSampler(data, generator=generator), batch_size, False)
         self.rank, self.world_size = rank, world_size
+        #: Batches to drop at the start of the next pass (resuming inside an epoch: the same
+        #: random draws happen, only the indices of the batches already trained on are skipped).
+        self.skip = 0
 
     def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.batches:
+        skip, self.skip = self.skip, 0
+        for position, batch in enumerate(self.batches):
+            if position < skip:
+                continue
             share = batch[self.rank :: self.world_size]
             yield share if share else [-1 - batch[0]]
 

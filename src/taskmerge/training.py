@@ -11,7 +11,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -23,7 +23,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm import tqdm
 
-from taskmerge.data.datasets import make_loader
 from taskmerge.distributed import (
     ShardedBatches,
     WeightedSamples,
@@ -37,8 +36,19 @@ from taskmerge.errors import CheckpointError
 from taskmerge.evaluation import TaskEvaluator
 from taskmerge.finetuning import FinetuningMode, forward_module
 from taskmerge.store import CheckpointStore
+from taskmerge.training_state import (
+    DataCursor,
+    load_training_state,
+    rng_state,
+    save_training_state,
+    set_rng_state,
+    signature,
+)
 
 log = logging.getLogger(__name__)
+
+#: The resumable state of an unfinished fine-tuning run, in the task's checkpoint directory.
+TRAINING_STATE_FILE = "training-state.pt"
 
 
 @dataclass
@@ -59,6 +69,7 @@ class TrainSettings:
     epochs_scale: float = 1.0
     num_workers: int = 4
     seed: int = 0
+    save_every: int = 200
 
 
 def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
@@ -79,9 +90,14 @@ def finetune(
     device: str | torch.device,
     description: str = "fine-tuning",
     world_size: int = 1,
+    state_path: str | Path | None = None,
+    identity: str = "",
 ) -> dict[str, float]:
     """Fine-tune ``encoder`` in place on ``train_set`` with ``head`` frozen, through the mode's
     forward (linearized for ``linear``: theta0 is the encoder's weights on entry).
+
+    With ``state_path``, the full training state is saved there every ``settings.save_every``
+    steps and a rerun with the same ``identity`` resumes from it (:mod:`.training_state`).
 
     ``world_size > 1`` trains with that many processes (DistributedDataParallel; see
     :mod:`taskmerge.distributed`), each on ``batch_size / world_size`` samples of every global
@@ -107,15 +123,21 @@ def finetune(
                 description,
                 dist.get_rank(),
                 size,
+                state_path,
+                identity,
             )
         finally:
             dist.destroy_process_group()
     if world_size > 1:
         check_data_size(world_size, len(train_set), description)  # type: ignore[arg-type]
         return _spawn(
-            encoder, head, train_set, epochs, settings, mode, str(device), description, world_size
-        )
-    return _train(encoder, head, train_set, epochs, settings, mode, device, description, 0, 1)
+            encoder, head, train_set, epochs, settings, mode, str(device), description,
+            world_size, state_path, identity,
+        )  # fmt: skip
+    return _train(
+        encoder, head, train_set, epochs, settings, mode, device, description, 0, 1,
+        state_path, identity,
+    )  # fmt: skip
 
 
 def _spawn(
@@ -128,6 +150,8 @@ def _spawn(
     device: str,
     description: str,
     world_size: int,
+    state_path: str | Path | None = None,
+    identity: str = "",
 ) -> dict[str, float]:
     """Train in ``world_size`` spawned processes; load rank 0's result into ``encoder``."""
     with tempfile.TemporaryDirectory(prefix="taskmerge-ddp-") as tmp:
@@ -144,6 +168,8 @@ def _spawn(
             device,
             description,
             str(out),
+            state_path,
+            identity,
         )
         torch.multiprocessing.spawn(_worker, args=args, nprocs=world_size, join=True)
         encoder.load_state_dict(load_file(str(out / "weights.safetensors")))
@@ -163,6 +189,8 @@ def _worker(
     device: str,
     description: str,
     out: str,
+    state_path: str | Path | None = None,
+    identity: str = "",
 ) -> None:
     """One spawned process: join the group, train, rank 0 writes the weights and stats.
 
@@ -183,6 +211,8 @@ def _worker(
             description,
             rank_,
             world_size,
+            state_path,
+            identity,
         )
         if rank_ == 0:
             state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
@@ -203,38 +233,30 @@ def _train(
     description: str,
     rank_: int,
     world_size: int,
+    state_path: str | Path | None = None,
+    identity: str = "",
 ) -> dict[str, float]:
-    """The loop of one process (of ``world_size``)."""
+    """The loop of one process (of ``world_size``); resumes from ``state_path`` when it holds a
+    state of the same run (``identity``) and saves one there every ``settings.save_every``
+    steps (rank 0)."""
     torch.manual_seed(settings.seed)
     encoder.to(device).train()
     head.to(device).eval().requires_grad_(False)
     params = mode.select_trainable(encoder)
-    model = forward_module(mode.forward, encoder)
+    model = forward_module(mode.forward, encoder)  # theta0 of linear: the weights on entry
     distributed = world_size > 1
     if distributed:
         ids = [torch.device(device).index] if str(device).startswith("cuda") else None
         model = DistributedDataParallel(model, device_ids=ids)
-        generator = torch.Generator().manual_seed(settings.seed)
-        loader = DataLoader(
-            WeightedSamples(train_set),
-            batch_sampler=ShardedBatches(
-                train_set,
-                settings.batch_size,
-                generator,
-                rank_,
-                world_size,  # type: ignore[arg-type]
-            ),
-            generator=generator,
-            num_workers=0 if isinstance(train_set, TensorDataset) else settings.num_workers,
-        )
-    else:
-        loader = make_loader(
-            train_set,
-            settings.batch_size,
-            shuffle=True,
-            num_workers=settings.num_workers,
-            seed=settings.seed,
-        )
+    generator = torch.Generator().manual_seed(settings.seed)
+    sampler = ShardedBatches(train_set, settings.batch_size, generator, rank_, world_size)  # type: ignore[arg-type]
+    loader = DataLoader(
+        WeightedSamples(train_set) if distributed else train_set,
+        batch_sampler=sampler,
+        generator=generator,
+        num_workers=0 if isinstance(train_set, TensorDataset) else settings.num_workers,
+        pin_memory=torch.cuda.is_available(),
+    )
     total_steps = max(
         1, math.ceil(epochs * settings.epochs_scale * len(loader) / settings.grad_accumulation)
     )
@@ -243,9 +265,21 @@ def _train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: cosine_with_warmup(step, warmup, total_steps)
     )
+    cursor = DataCursor(loader, sampler, generator)
+    identity = signature(run=identity, total_steps=total_steps, world_size=world_size)
     start, step, loss_value = time.time(), 0, float("nan")
-    progress = tqdm(total=total_steps, desc=description, leave=False, disable=rank_ != 0)
-    batches = _cycle(loader)
+    saved = load_training_state(state_path, identity)
+    if saved is not None:
+        encoder.load_state_dict(saved["encoder"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        cursor.load_state_dict(saved["cursor"])
+        set_rng_state(saved["rng"])
+        step, loss_value = int(saved["step"]), float(saved["loss"])
+        log.info("%s: resumed at step %d of %d from %s", description, step, total_steps, state_path)
+    progress = tqdm(total=total_steps, initial=step, desc=description, leave=False,
+                    disable=rank_ != 0)  # fmt: skip
+    batches = iter(cursor)
     while step < total_steps:
         for _ in range(settings.grad_accumulation):
             batch = next(batches)
@@ -264,6 +298,14 @@ def _train(
         step += 1
         progress.update()
         progress.set_postfix(loss=f"{loss_value:.3f}")
+        due = settings.save_every and step % settings.save_every == 0 and step < total_steps
+        if state_path is not None and due and rank_ == 0:
+            save_training_state(state_path, {
+                "signature": identity, "step": step, "loss": loss_value,
+                "encoder": encoder.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "cursor": cursor.state_dict(),
+                "rng": rng_state(),
+            })  # fmt: skip
     progress.close()
     encoder.eval()
     return {"steps": step, "seconds": time.time() - start, "final_loss": loss_value}
@@ -306,6 +348,10 @@ def finetune_task(
     if store.path(task).is_file() and not overwrite:
         raise CheckpointError(f"{store.path(task)} exists: pass overwrite=true to replace it")
     encoder = copy.deepcopy(pretrained_encoder)
+    state_path = store.task_dir(task) / TRAINING_STATE_FILE
+    identity = signature(
+        task=task, mode=mode.fingerprint(), pretrained=store.fingerprint, settings=asdict(settings)
+    )
     stats = finetune(
         encoder,
         evaluator.head(task),
@@ -316,6 +362,8 @@ def finetune_task(
         evaluator.device,
         description=f"fine-tuning {task}",
         world_size=world_size,
+        state_path=state_path,
+        identity=identity,
     )
     if not is_main_process():
         return {}
@@ -327,13 +375,9 @@ def finetune_task(
     }
     train = {f"train_{key}": value for key, value in stats.items()}
     store.write_metrics(task, metrics, evaluator.forward, extra=train)
+    state_path.unlink(missing_ok=True)  # the checkpoint is complete: nothing left to resume
     log.info("fine-tuned %s: val %.4f test %.4f", task, metrics["val_top1"], metrics["test_top1"])
     return metrics
-
-
-def _cycle(loader):  # noqa: ANN001, ANN202
-    while True:
-        yield from loader
 
 
 def finetuned_accuracies(
