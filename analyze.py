@@ -8,13 +8,20 @@ python analyze.py 'analysis.modes=[standard,linear,attention,standard@linear]'
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from taskmerge.entrypoints import register_resolvers, run_analysis, set_default_home, user_errors
+from taskmerge.entrypoints import (
+    check_command_line,
+    register_resolvers,
+    run_analysis,
+    set_default_home,
+    user_errors,
+)
 
 log = logging.getLogger("taskmerge")
 
@@ -33,4 +40,5 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     set_default_home(Path(__file__).resolve().parent)
     register_resolvers()
+    check_command_line(Path(__file__).resolve().parent / "config", "analyze", sys.argv[1:])
     main()

@@ -10,12 +10,19 @@ torchrun --nproc_per_node=2 finetune.py ...               # or under torchrun
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from taskmerge.entrypoints import register_resolvers, run_finetune, set_default_home, user_errors
+from taskmerge.entrypoints import (
+    check_command_line,
+    register_resolvers,
+    run_finetune,
+    set_default_home,
+    user_errors,
+)
 
 log = logging.getLogger("taskmerge")
 
@@ -38,4 +45,5 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     set_default_home(Path(__file__).resolve().parent)
     register_resolvers()
+    check_command_line(Path(__file__).resolve().parent / "config", "finetune", sys.argv[1:])
     main()

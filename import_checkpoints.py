@@ -9,12 +9,19 @@ python import_checkpoints.py source=mnist.safetensors task=MNIST model=ViT-B-32
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from taskmerge.entrypoints import register_resolvers, run_import, set_default_home, user_errors
+from taskmerge.entrypoints import (
+    check_command_line,
+    register_resolvers,
+    run_import,
+    set_default_home,
+    user_errors,
+)
 
 log = logging.getLogger("taskmerge")
 
@@ -33,4 +40,5 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     set_default_home(Path(__file__).resolve().parent)
     register_resolvers()
+    check_command_line(Path(__file__).resolve().parent / "config", "import", sys.argv[1:])
     main()

@@ -9,13 +9,20 @@ python main.py --help                                   # the methods, config gr
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from taskmerge.entrypoints import register_resolvers, run_main, set_default_home, user_errors
+from taskmerge.entrypoints import (
+    check_command_line,
+    register_resolvers,
+    run_main,
+    set_default_home,
+    user_errors,
+)
 
 log = logging.getLogger("taskmerge")
 
@@ -42,4 +49,5 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     set_default_home(Path(__file__).resolve().parent)
     register_resolvers()
+    check_command_line(Path(__file__).resolve().parent / "config", "config", sys.argv[1:])
     main()

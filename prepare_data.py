@@ -15,6 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from taskmerge.entrypoints import (
+    check_command_line,
     register_resolvers,
     run_prepare_data,
     set_default_home,
@@ -40,4 +41,5 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     set_default_home(Path(__file__).resolve().parent)
     register_resolvers()
+    check_command_line(Path(__file__).resolve().parent / "config", "prepare_data", sys.argv[1:])
     main()

@@ -24,7 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from taskmerge.errors import CheckpointError, ConfigError
+from taskmerge.errors import CheckpointError, ConfigError, StorageError
 
 StateDict = dict[str, torch.Tensor]
 
@@ -39,15 +39,26 @@ def task_dir(root: str | Path, model: str, finetuning: str, task: str) -> Path:
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it into place only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    """Yield a temporary path next to ``path``; move it into place only if the block succeeds.
+
+    Raises:
+        StorageError: the place cannot be written (read-only, full, no permission): one line
+            naming it and the fix; nothing is left at ``path`` (the temporary file is removed).
+    """
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write {path} ({exc.strerror or exc}): free disk space or point "
+            "TASKMERGE_HOME / paths.* / hydra.run.dir at a writable place"
+        ) from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -70,7 +81,12 @@ def write_json(data: Mapping[str, Any], path: str | Path) -> None:
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata stored in a safetensors header."""
+    """The metadata stored in a safetensors header.
+
+    Raises:
+        CheckpointError: the file is missing, truncated or not a safetensors file.
+    """
+    tensor_specs(path)  # a clear error for an empty, truncated or foreign file
     with safe_open(str(path), framework="pt") as handle:
         return dict(handle.metadata() or {})
 
@@ -115,9 +131,52 @@ def fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
 
 
 def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
-    """Shapes of the tensors of a safetensors file, read from its header (no tensor is loaded)."""
-    with safe_open(str(path), framework="pt") as handle:
-        return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    """Shapes of the tensors of a safetensors file, read from its header (no tensor is loaded).
+
+    Raises:
+        CheckpointError: the file is empty, truncated or not a safetensors file.
+    """
+    return {key: shape for key, (shape, _) in tensor_specs(path).items()}
+
+
+#: safetensors dtype tags of floating-point tensors.
+FLOAT_TAGS = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
+
+
+def tensor_specs(path: str | Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, safetensors dtype tag) from the header, checking the file holds all the
+    data the header announces.
+
+    Raises:
+        CheckpointError: the file is empty, truncated or not a safetensors file.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with safe_open(str(path), framework="pt") as handle:
+            specs = {
+                key: (tuple(handle.get_slice(key).get_shape()), handle.get_slice(key).get_dtype())
+                for key in handle.keys()
+            }
+        with open(path, "rb") as raw:
+            header = int.from_bytes(raw.read(8), "little")
+            entries = json.loads(raw.read(header))
+        end = max((v["data_offsets"][1] for k, v in entries.items() if k != "__metadata__"),
+                  default=0)  # fmt: skip
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - safetensors / OS / JSON errors mean the same here
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise CheckpointError(
+            f"{path} is not a readable safetensors checkpoint ({reason}): it is empty, truncated "
+            "or of another format; re-run finetune.py / import_checkpoints.py for it"
+        ) from None
+    if size < 8 + header + end:
+        raise CheckpointError(
+            f"{path} is truncated ({size} bytes, its header announces {8 + header + end}): "
+            "re-run finetune.py / import_checkpoints.py for it"
+        )
+    return specs
 
 
 def check_shapes(
@@ -166,3 +225,38 @@ def require_keys(names: Iterable[str], model_keys: Iterable[str], source: str = 
             f"{where}the model has no parameters named {missing[:3]}: the task vectors come from "
             "another architecture; merge them with the pretrained model they were fine-tuned from"
         )
+
+
+def check_dtypes(path: str | Path, reference: Mapping[str, torch.Tensor]) -> None:
+    """Every tensor that is a floating-point weight in ``reference`` is floating-point in the file.
+
+    Raises:
+        CheckpointError: naming the file, the key and the dtype found.
+    """
+    for key, (_, tag) in tensor_specs(path).items():
+        if key in reference and reference[key].is_floating_point() and tag not in FLOAT_TAGS:
+            raise CheckpointError(
+                f"{path}: tensor {key} has dtype {tag}, the model's weight is "
+                f"{reference[key].dtype}: the file is not a fine-tuned copy of this model"
+            )
+
+
+def check_finite(tensor: torch.Tensor, key: str, source: str | Path) -> torch.Tensor:
+    """``tensor`` if every entry is finite.
+
+    Raises:
+        CheckpointError: naming the file and the key holding NaN or Inf.
+    """
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise CheckpointError(
+            f"{source}: tensor {key} holds NaN or Inf values (a diverged fine-tuning?): "
+            "re-run finetune.py for it (a lower train.lr), or leave the task out"
+        )
+    return tensor
+
+
+def check_writable(directory: str | Path) -> None:
+    """Fail now, in one line, if ``directory`` cannot take files (before any long work)."""
+    with atomic_path(Path(directory) / ".taskmerge-write-check") as tmp:
+        tmp.write_bytes(b"ok")
+    (Path(directory) / ".taskmerge-write-check").unlink(missing_ok=True)

@@ -11,7 +11,7 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +21,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from taskmerge.checkpoints import fingerprint, write_json
+from taskmerge.checkpoints import check_writable, fingerprint, write_json
 from taskmerge.data.catalog import resolve_task_names, resolve_task_specs
 from taskmerge.disentanglement import coefficient_grid, disentanglement_error, plot_heatmaps
 from taskmerge.distributed import check_world_size, launched_by_torchrun
@@ -59,6 +59,72 @@ def user_errors(job: Callable[..., T]) -> Callable[..., T]:
             raise SystemExit(2) from None
 
     return wrapper
+
+
+#: Hydra flags after which the command line is left to Hydra (they change what runs).
+_HYDRA_FLAGS = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve",
+                "--shell-completion", "-sc", "--config-path", "-cp", "--config-name", "-cn",
+                "--config-dir", "-cd", "--experimental-rerun", "--package", "-p")  # fmt: skip
+
+
+def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) -> None:
+    """Compose the configs a command line asks for (every value of a multirun sweep) before
+    Hydra starts: an unknown option, group choice or malformed override is one line naming it
+    and the fix on stderr, exit status 2, instead of Hydra's multi-line report."""
+    if any(arg.split("=")[0] in _HYDRA_FLAGS for arg in argv) or HYDRA_FULL_ERROR():
+        return
+    outputs = [
+        a.split("=", 1)[1] for a in argv if a.startswith(("hydra.run.dir=", "hydra.sweep.dir="))
+    ]
+    for directory in outputs or ["outputs"]:
+        try:
+            check_writable(Path(directory).expanduser())
+        except TaskmergeError as exc:
+            print(f"taskmerge: error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+    overrides = [a for a in argv if not a.startswith("-") and not a.startswith("hydra")]
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+        sweeps = [(o.get_key_element(), list(o.sweep_string_iterator())) for o in parsed
+                  if o.is_sweep_override()]  # fmt: skip
+        firsts = [f"{key}={values[0]}" for key, values in sweeps]
+        variants = [fixed + firsts] + [
+            fixed + firsts[:i] + [f"{key}={value}"] + firsts[i + 1 :]
+            for i, (key, values) in enumerate(sweeps)
+            for value in values[1:]
+        ]
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            for variant in variants:
+                compose(config_name, overrides=variant)
+    except Exception as exc:  # noqa: BLE001 - every Hydra composition / parsing error
+        print(f"taskmerge: error: {_one_line(str(exc))} (--help lists the config groups and keys)",
+              file=sys.stderr, flush=True)  # fmt: skip
+        raise SystemExit(2) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _one_line(message: str) -> str:
+    """A Hydra error report as one line: its statements, then any list of options."""
+    message = message.split("Config search path")[0]
+    head, _, options = message.partition("Available options in")
+    lines = [line.strip() for line in head.splitlines() if line.strip()]
+    text = " ".join(line if line.endswith((".", ":")) else line + ";" for line in lines)
+    if options:
+        group, _, names = options.partition(":")
+        text += f" available options in{group}: {', '.join(names.split())}"
+    return text.rstrip(";")
+
+
+def HYDRA_FULL_ERROR() -> bool:  # noqa: N802 - named after the environment variable
+    """Whether the user asked for full tracebacks."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
 def register_resolvers() -> None:
@@ -131,6 +197,11 @@ def build_setup(
     mode = instantiate(mode_node if mode_node is not None else cfg.finetuning)
     forward = check_forward(forward or cfg.get("eval_forward") or mode.forward)
     train = instantiate(cfg.train)
+    if cfg.eval_batch_size < 1 or cfg.num_workers < 0:
+        raise ConfigError(
+            f"eval_batch_size={cfg.eval_batch_size}, num_workers={cfg.num_workers}: the batch "
+            "size must be at least 1 and the workers at least 0"
+        )
     check_world_size(int(cfg.get("world_size", 1)), train.batch_size, resolve_device(cfg.device))
     bundle = instantiate(cfg.model)
     pretrained = {k: v.detach().clone() for k, v in bundle.visual.state_dict().items()}
@@ -178,6 +249,8 @@ def ensure_checkpoints(setup: Setup, finetune_missing: bool, world_size: int = 1
     missing = setup.store.missing(setup.tasks)
     if missing and not finetune_missing:
         setup.store.require(setup.tasks, finetune_command())
+    for task in missing:  # every task's data is there (and the right size) before any training
+        setup.evaluator.splits(task)
     for task in missing:
         lock = nullcontext() if launched_by_torchrun() else task_lock(setup.store.task_dir(task))
         with lock:
@@ -195,23 +268,50 @@ def ensure_checkpoints(setup: Setup, finetune_missing: bool, world_size: int = 1
             )
 
 
-def run_main(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """main.py's job: build everything, check it, fine-tune what is missing (demo), merge."""
-    method = build_method(cfg.method)
-    setup = build_setup(cfg)
-    method = method.bind(setup.bundle.visual, setup.tasks, mask_dir=setup.store.mask_dir)
-    if not cfg.finetune_missing:
-        setup.store.require(setup.tasks, finetune_command())
-    tracker: Tracker = instantiate(  # not recursive: the run config's _target_ nodes stay data
+def sweep_group() -> str | None:
+    """The name of the multirun this job belongs to (its sweep directory), or None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return Path(hydra_cfg.sweep.dir).name
+    except ValueError:  # not inside a Hydra job
+        pass
+    return None
+
+
+def open_tracker(cfg: DictConfig, run_dir: Path) -> Tracker:
+    """The job's tracker; the jobs of one multirun share a W&B group (its sweep directory)
+    unless ``logger.group`` is set."""
+    extra: dict[str, Any] = {}
+    group = sweep_group()
+    if group and "group" in cfg.logger and cfg.logger.group is None:
+        extra["group"] = group
+    return instantiate(  # not recursive: the run config's _target_ nodes stay data
         cfg.logger,
         dir=str(run_dir),
         name=run_dir.name,
         run_config=config_dict(cfg),
         _recursive_=False,
         _convert_="all",
+        **extra,
     )
+
+
+def run_main(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """main.py's job: build everything, check it, fine-tune what is missing (demo), merge."""
+    check_writable(run_dir)
+    method = build_method(cfg.method)
+    setup = build_setup(cfg)
+    method = method.bind(setup.bundle.visual, setup.tasks, mask_dir=setup.store.mask_dir)
+    if not cfg.finetune_missing:
+        setup.store.require(setup.tasks, finetune_command())
+    tracker = open_tracker(cfg, run_dir)
     try:
         ensure_checkpoints(setup, cfg.finetune_missing, cfg.world_size)
+        task_vectors = setup.store.task_vectors(setup.tasks)  # every checkpoint checked now
         config = config_dict(cfg)
         key = job_key(config, {t: setup.store.path(t) for t in setup.tasks})
         results_store = ResultStore(Path(cfg.paths.cache).expanduser() / "results")
@@ -236,7 +336,7 @@ def run_main(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         results = run_merge(
             method,
             setup.pretrained,
-            setup.store.task_vectors(setup.tasks),
+            task_vectors,
             setup.evaluator,
             finetuned,
             tracker,
@@ -306,14 +406,7 @@ def run_analysis(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     analysis = cfg.analysis
     grid = coefficient_grid(analysis.grid_min, analysis.grid_max, analysis.grid_points)
     modes = analysis_modes(cfg)
-    tracker: Tracker = instantiate(
-        cfg.logger,
-        dir=str(run_dir),
-        name=run_dir.name,
-        run_config=config_dict(cfg),
-        _recursive_=False,
-        _convert_="all",
-    )
+    tracker = open_tracker(cfg, run_dir)
     try:
         results = []
         for node, forward in modes:

@@ -22,3 +22,7 @@ class DataNotFoundError(TaskmergeError):
 
 class CheckpointError(TaskmergeError):
     """A checkpoint is missing, unreadable or does not match the model."""
+
+
+class StorageError(TaskmergeError):
+    """A file cannot be written (read-only place, disk full, no permission)."""

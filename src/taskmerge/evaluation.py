@@ -26,6 +26,7 @@ from taskmerge.checkpoints import write_json
 from taskmerge.data.catalog import is_demo_task
 from taskmerge.data.datasets import TaskSplits, load_task_splits, make_loader
 from taskmerge.data.registry import TaskSpec
+from taskmerge.errors import DataNotFoundError
 from taskmerge.finetuning import check_forward, forward_module
 from taskmerge.models.clip import ClipBundle
 from taskmerge.models.heads import ClassificationHead, cached_zeroshot_head
@@ -60,6 +61,29 @@ def summarize(accuracies: Mapping[str, float], finetuned: Mapping[str, float]) -
         "normalized_top1": sum(normalized_accuracy(accuracies[n], finetuned[n]) for n in names)
         / len(names),
     }
+
+
+def check_split_sizes(task: str, splits: TaskSplits, root: Path) -> None:
+    """A real task's train (+ Val) and test splits have the official sizes.
+
+    Raises:
+        DataNotFoundError: a wrong-size dataset (an interrupted copy, another version).
+    """
+    from taskmerge.data.standard_tasks import ENTRY_BY_NAME
+
+    entry = ENTRY_BY_NAME.get(task)
+    if entry is None or not entry.sizes:
+        return
+    found = {"train": len(splits.train) + len(splits.val), "test": len(splits.test)}  # type: ignore[arg-type]
+    wrong = {s: (found[s], n) for s, n in entry.sizes.items() if s in found and found[s] != n}
+    if wrong:
+        detail = ", ".join(
+            f"{s} has {got} samples, expected {want}" for s, (got, want) in wrong.items()
+        )
+        raise DataNotFoundError(
+            f"{task} under {root}: {detail}: the copy is incomplete or another version; check it "
+            f"with `python prepare_data.py action=status DATASETS=[{task}]`"
+        )
 
 
 class Evaluator(Protocol):
@@ -146,12 +170,14 @@ class TaskEvaluator:
     def splits(self, task: str) -> TaskSplits:
         """The preprocessed splits of a task (demo ones preloaded into memory)."""
         if task not in self._splits:
-            self._splits[task] = load_task_splits(
+            splits = load_task_splits(
                 self.specs[task],
                 self.root_of(task),
                 self.bundle.preprocess,
                 preload=is_demo_task(task),
             )
+            check_split_sizes(task, splits, self.root_of(task))
+            self._splits[task] = splits
         return self._splits[task]
 
     def train_set(self, task: str) -> Dataset:

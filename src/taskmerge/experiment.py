@@ -8,6 +8,7 @@ task vectors, an evaluator, the fine-tuned accuracies, a tracker) and is three s
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -120,7 +121,12 @@ def _direct_points(
     reference: Reference,
 ) -> Iterator[tuple[Candidate, dict[str, Any]]]:
     candidates = method.candidates(pretrained, task_vectors)
-    for candidate in tqdm(candidates, desc=f"{method.name}: Val", leave=False):
+    first = next(candidates, None)  # the merge itself (and its checks) before any evaluation
+    if first is None:
+        return
+    for candidate in tqdm(
+        itertools.chain([first], candidates), desc=f"{method.name}: Val", leave=False
+    ):
         yield candidate, evaluate_candidate(evaluator, candidate, "val", reference.finetuned)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from taskmerge.checkpoints import check_shapes, tensor_shapes
+from taskmerge.checkpoints import check_finite, check_shapes, tensor_shapes
 from taskmerge.errors import CheckpointError
 
 Pretrained = Mapping[str, torch.Tensor] | str | Path
@@ -77,6 +77,7 @@ class LazyTaskVector(Mapping[str, torch.Tensor]):
             base = self._pretrained[key]
         else:
             base = read_tensor(self.pretrained_path, key)  # type: ignore[arg-type]
+        check_finite(tuned, key, self.path)
         return tuned.detach().float() - base.detach().float()
 
     def __iter__(self) -> Iterator[str]:

@@ -27,6 +27,8 @@ from taskmerge.checkpoints import (
     METRICS_FILE,
     StateDict,
     check_compatible,
+    check_dtypes,
+    check_finite,
     check_shapes,
     load_state_dict,
     read_metadata,
@@ -116,6 +118,7 @@ class CheckpointStore:
             {key: tuple(value.shape) for key, value in self.pretrained.items()},
             str(path),
         )
+        check_dtypes(path, self.pretrained)
         header = read_metadata(path)
         origin = header.get("pretrained_fingerprint")
         if origin and origin != self.fingerprint:
@@ -149,6 +152,8 @@ class CheckpointStore:
         path = self.checkpoint(task)
         state = load_state_dict(path)
         check_compatible(state, self.pretrained, str(path))
+        for key, value in state.items():
+            check_finite(value, key, path)
         return state
 
     def task_vector(self, task: str) -> TaskVector:

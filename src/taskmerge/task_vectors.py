@@ -19,7 +19,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from taskmerge.checkpoints import StateDict, check_compatible, load_state_dict, require_keys
+from taskmerge.checkpoints import (
+    StateDict,
+    check_compatible,
+    check_finite,
+    load_state_dict,
+    require_keys,
+)
 from taskmerge.errors import ConfigError
 from taskmerge.lazy_vectors import LazyTaskVector, Pretrained
 
@@ -76,7 +82,8 @@ class TaskVector:
         check_compatible(finetuned, pretrained, "fine-tuned state dict")
         return cls(
             {
-                key: finetuned[key].detach().float() - value.detach().float()
+                key: check_finite(finetuned[key], key, "fine-tuned state dict").detach().float()
+                - value.detach().float()
                 for key, value in pretrained.items()
                 if _is_weight(value)
             }

@@ -32,7 +32,7 @@ from taskmerge.distributed import (
     is_main_process,
     launched_by_torchrun,
 )
-from taskmerge.errors import CheckpointError
+from taskmerge.errors import CheckpointError, ConfigError
 from taskmerge.evaluation import TaskEvaluator
 from taskmerge.finetuning import FinetuningMode, forward_module
 from taskmerge.store import CheckpointStore
@@ -70,6 +70,25 @@ class TrainSettings:
     num_workers: int = 4
     seed: int = 0
     save_every: int = 200
+
+    def __post_init__(self) -> None:
+        checks = {
+            "lr": self.lr > 0,
+            "batch_size": self.batch_size >= 1,
+            "grad_accumulation": self.grad_accumulation >= 1,
+            "warmup_steps": self.warmup_steps >= 0,
+            "max_grad_norm": self.max_grad_norm > 0,
+            "epochs_scale": self.epochs_scale > 0,
+            "num_workers": self.num_workers >= 0,
+            "save_every": self.save_every >= 0,
+            "weight_decay": self.weight_decay >= 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            values = ", ".join(f"train.{name}={getattr(self, name)}" for name in bad)
+            raise ConfigError(
+                f"{values}: batch sizes, accumulation and lr must be positive, the rest >= 0"
+            )
 
 
 def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
@@ -387,6 +406,9 @@ def finetuned_accuracies(
     by this project on the same splits: read from the store, or measured now (copied
     checkpoints, a new ``eval_forward``) and stored."""
     accuracies = {}
+    unmeasured = [task for task in tasks if store.metrics(task, evaluator.forward) is None]
+    for task in unmeasured:  # every one readable and finite before any is measured
+        store.load(task)
     for task in tasks:
         metrics = store.metrics(task, evaluator.forward)
         if metrics is None:

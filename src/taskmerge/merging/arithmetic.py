@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from taskmerge.errors import ConfigError
-from taskmerge.merging.base import Candidate, MergeMethod
+from taskmerge.merging.base import Candidate, MergeMethod, check_percentage
 from taskmerge.merging.registry import register_method
 from taskmerge.merging.tensorwise import each_parameter, parameter_names, running_sum
 from taskmerge.task_vectors import TaskVector
@@ -76,9 +76,7 @@ class TaskArithmetic(MergeMethod):
         self, k: float = 100, scaling_coef: float | None = None, grid: Sequence[float] | None = None
     ) -> None:
         super().__init__(scaling_coef=scaling_coef, grid=grid)
-        if not 0 < k <= 100:
-            raise ConfigError(f"method.k={k} must be a percentage in (0, 100]")
-        self.k = k
+        self.k = check_percentage("k", k)
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
         vectors = list(task_vectors.values())

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from taskmerge.checkpoints import StateDict
+from taskmerge.errors import ConfigError
 from taskmerge.merging.selection import Reference
 from taskmerge.merging.tensorwise import DerivedStateDict
 from taskmerge.task_vectors import TaskVector
@@ -71,6 +72,26 @@ class AffineFamily:
         return Candidate(dict(hyperparameters), DerivedStateDict(pretrained, delta))
 
 
+def check_percentage(name: str, value: float) -> float:
+    """A percentage in (0, 100] (the k of top-k% masks), or a one-line error."""
+    if not 0 < float(value) <= 100:
+        raise ConfigError(f"method.{name}={value} must be a percentage in (0, 100]")
+    return float(value)
+
+
+def check_non_negative(name: str, values: Any) -> None:
+    """Every value (a number, a list or a task -> value mapping) is at least 0."""
+    if isinstance(values, Mapping):
+        items = list(values.values())
+    elif isinstance(values, Sequence) and not isinstance(values, str):
+        items = list(values)
+    else:
+        items = [values]
+    bad = [v for v in items if float(v) < 0]
+    if bad:
+        raise ConfigError(f"method.{name} has negative values {bad}: use values >= 0")
+
+
 class MergeMethod:
     """Base class: ``merge`` combines task vectors; the coefficient is applied once, at the end.
 
@@ -87,6 +108,8 @@ class MergeMethod:
     needs_zeroshot = False
 
     def __init__(self, scaling_coef: float | None = None, grid: Sequence[float] | None = None):
+        if grid is not None and len(grid) == 0:
+            raise ConfigError("method.grid is empty: give at least one value, e.g. [0.3]")
         self.scaling_coef = scaling_coef
         self.grid = [float(g) for g in grid] if grid else [1.0]
 

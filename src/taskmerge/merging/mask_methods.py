@@ -18,7 +18,12 @@ from torch import nn
 
 from taskmerge.checkpoints import require_keys
 from taskmerge.errors import ConfigError
-from taskmerge.merging.base import Candidate, MergeMethod
+from taskmerge.merging.base import (
+    Candidate,
+    MergeMethod,
+    check_non_negative,
+    check_percentage,
+)
 from taskmerge.merging.mask_store import MaskFile, MaskFiles, multitask_tag
 from taskmerge.merging.masks import (
     Mask,
@@ -115,7 +120,7 @@ class MagnitudeMasking(MergeMethod):
 
     def __init__(self, k: float = 10, scaling_coef: float = 1.0) -> None:
         super().__init__(scaling_coef=scaling_coef)
-        self.k = k
+        self.k = check_percentage("k", k)
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
         return TaskVector(sum_vectors(_vectors(task_vectors)))
@@ -187,8 +192,11 @@ class TallMask(_StoresMasks):
             tall_mask_lambda = TALL_LAMBDAS
         if isinstance(tall_mask_lambda, (int, float)):
             tall_mask_lambda = [tall_mask_lambda]
+        if not tall_mask_lambda:
+            raise ConfigError("method.tall_mask_lambda is empty: give a value or a list")
+        check_non_negative("tall_mask_lambda", tall_mask_lambda)
         self.lambdas = [float(lam) for lam in tall_mask_lambda]
-        self.use_ties, self.k, self.ties_agg = use_ties, k, ties_agg
+        self.use_ties, self.k, self.ties_agg = use_ties, check_percentage("k", k), ties_agg
         self.load_mask, self.save_mask, self.mask_dir = load_mask, save_mask, mask_dir
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
@@ -281,10 +289,24 @@ class Consensus(_StoresMasks):
         grid: Sequence[float] | None = None,
     ) -> None:
         super().__init__(scaling_coef=scaling_coef, grid=grid)
-        self.prun_thre_k, self.use_ties, self.k, self.ties_agg = prun_thre_k, use_ties, k, ties_agg
+        check_non_negative("tall_mask_lambda", tall_mask_lambda)
+        check_non_negative("prun_thre_k", prun_thre_k)
+        self.prun_thre_k, self.use_ties, self.ties_agg = prun_thre_k, use_ties, ties_agg
+        self.k = check_percentage("k", k)
         self.masks_path = masks_path
         self.tall_mask_lambda = tall_mask_lambda
         self.load_mask, self.save_mask, self.mask_dir = load_mask, save_mask, mask_dir
+
+    def bind(
+        self, encoder: nn.Module | None, tasks: Sequence[str], *, mask_dir: Path | None = None
+    ) -> MergeMethod:
+        """Check ``prun_thre_k`` against the number of tasks (more would keep nothing)."""
+        if self.prun_thre_k > len(tasks):
+            raise ConfigError(
+                f"method.prun_thre_k={self.prun_thre_k} is more than the {len(tasks)} tasks: no "
+                f"weight could be kept; use 0..{len(tasks)} (2 drops weights at most one task uses)"
+            )
+        return super().bind(encoder, tasks, mask_dir=mask_dir)
 
     def _sources(
         self, task_vectors: Mapping[str, TaskVector], files: MaskFiles, shapes: Mapping

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 
 from taskmerge.errors import ConfigError
-from taskmerge.merging.base import MergeMethod
+from taskmerge.merging.base import MergeMethod, check_percentage
 from taskmerge.merging.registry import register_method
 from taskmerge.merging.streaming import trim_thresholds
 from taskmerge.merging.tensorwise import each_parameter, parameter_names, running_sum
@@ -196,7 +196,7 @@ class Ties(MergeMethod):
         super().__init__(scaling_coef=scaling_coef, grid=grid)
         if agg not in AGGREGATIONS:
             raise ConfigError(f"method.agg must be one of {AGGREGATIONS}, got {agg!r}")
-        self.k, self.agg, self.trim_scope = k, agg, trim_scope
+        self.k, self.agg, self.trim_scope = check_percentage("k", k), agg, trim_scope
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
         vectors = [tv.vector for tv in task_vectors.values()]

@@ -87,6 +87,10 @@ def resolve_pretrained(name: str, pretrained: str, cache_dir: str | None = None)
     if path.suffix in {".safetensors", ".bin", ".pt", ".pth"} or os.sep in pretrained:
         if not path.is_file():
             raise CheckpointError(f"model.pretrained={pretrained}: no such weight file")
+        if path.suffix != ".safetensors":  # a pickle: read through the weights-only loader first
+            from taskmerge.checkpoints import load_state_dict
+
+            load_state_dict(path)
         return str(path)
     tags = open_clip.list_pretrained_tags_by_model(name)
     if pretrained not in tags:

@@ -12,6 +12,7 @@ from torch import nn
 
 from taskmerge.checkpoints import save_state_dict
 from taskmerge.data.registry import TaskSpec
+from taskmerge.errors import CheckpointError
 from taskmerge.models.clip import ClipBundle
 
 
@@ -57,7 +58,13 @@ def cached_zeroshot_head(
     """The zero-shot head of one task, read from ``path`` or built from the text tower and saved
     there (atomically) for the next run."""
     if path.is_file():
-        weight = load_file(str(path))["weight"]
+        try:
+            weight = load_file(str(path))["weight"]
+        except Exception as exc:  # noqa: BLE001 - not a safetensors file of ours
+            raise CheckpointError(
+                f"cached head {path} is not a readable safetensors head ({type(exc).__name__}): "
+                "delete it and it is rebuilt from the text tower"
+            ) from None
     else:
         weight = zeroshot_weights(
             bundle.model, bundle.tokenizer, spec.classnames, spec.templates, device
