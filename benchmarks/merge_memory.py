@@ -1,6 +1,6 @@
 """Peak memory and time of bounded-memory merging vs the naive flattened merge, ViT-B-32 size.
 
-    python benchmarks/merge_memory.py [--quick] [--tasks 8 20] [--methods TA TIES Consensus TSVM]
+    python benchmarks/merge_memory.py [--quick] [--tasks 8 20] [--methods TA TIES TSVM IsoCTS]
 
 Writes a pretrained and max(--tasks) fine-tuned checkpoints with the exact shapes of open_clip's
 ViT-B-32 image encoder (random fp32 tensors, ~350 MB each; ``--quick``: only 2 of the 12 residual
@@ -10,7 +10,8 @@ Then, for each number of tasks N and method, runs in a fresh subprocess:
 * taskmerge: ``TaskVector.lazy`` task vectors read tensor by tensor + the method's ``merge``;
 * naive: the reference repositories' way: all N task vectors flattened into one N x P float32
   matrix (TSVM: all N task-vector state dicts in memory and the reference's SVD steps: full SVD of
-  each matrix as it is, zero-padded full-rank concatenations), the same math vectorised over it.
+  each matrix as it is, zero-padded full-rank concatenations; IsoC / IsoCTS: all N task-vector
+  state dicts in memory and FusionBench's float32 full SVDs), the same math vectorised over it.
 
 Each run loads the pretrained state dict and produces the merged task vector. Peak memory is the
 resident-set high-water mark above the process's resident size after imports (and a tiny warm-up
@@ -34,9 +35,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("TA", "TIES", "Consensus", "TSVM")
+METHODS = ("TA", "TIES", "Consensus", "TSVM", "IsoC", "IsoCTS")
 #: Naive runs: float32 copies of the N x P matrix alive at the peak (measured with --quick).
-NAIVE_COPIES = {"TA": 1.3, "TIES": 5.5, "Consensus": 4.3, "TSVM": 1.3}
+NAIVE_COPIES = {"TA": 1.3, "TIES": 5.5, "Consensus": 4.3, "TSVM": 1.3, "IsoC": 1.3, "IsoCTS": 2.0}
 
 
 # --------------------------------------------------------------------------- memory probes
@@ -123,6 +124,7 @@ def write_checkpoints(root: Path, shapes: dict, count: int) -> tuple[Path, list[
 def lazy_merge(method: str, base: dict, paths: list[Path]) -> dict:
     """taskmerge: lazy task vectors + the method's merge."""
     from taskmerge.merging import Consensus, TaskArithmetic, Ties, TSVMerge
+    from taskmerge.merging.isotropic import IsoC, IsoCTS
     from taskmerge.task_vectors import TaskVector
 
     merger = {
@@ -130,6 +132,8 @@ def lazy_merge(method: str, base: dict, paths: list[Path]) -> dict:
         "TIES": lambda: Ties(k=20, agg="mean"),
         "Consensus": lambda: Consensus(prun_thre_k=2, tall_mask_lambda=0.4),
         "TSVM": lambda: TSVMerge(),
+        "IsoC": lambda: IsoC(),
+        "IsoCTS": lambda: IsoCTS(common_space_fraction=0.8),
     }[method]()
     task_vectors = {p.parent.name: TaskVector.lazy(base, p) for p in paths}
     return dict(merger.merge(task_vectors).vector)
@@ -141,15 +145,18 @@ def naive_merge(method: str, base: dict, paths: list[Path]) -> dict:
     from safetensors.torch import load_file
 
     names = list(base)
-    if method == "TSVM":  # AntoAndGar/task_singular_vectors: a list of task-vector dicts
-        from reference_tsv import reference_tsv_merge
+    if method in ("TSVM", "IsoC", "IsoCTS"):  # a list of task-vector dicts
+        from reference_tsv import reference_iso_merge, reference_tsv_merge
 
         vectors = []
         for path in paths:
             tuned = load_file(str(path))
             vectors.append({n: tuned[n] - base[n] for n in names})
             del tuned
-        return reference_tsv_merge(vectors)
+        if method == "TSVM":  # AntoAndGar/task_singular_vectors
+            return reference_tsv_merge(vectors)
+        # FusionBench isotropic_merging
+        return reference_iso_merge(vectors, 0.8 if method == "IsoCTS" else None)
     flat_ptm = torch.cat([base[n].reshape(-1) for n in names])
     flat = torch.empty(len(paths), flat_ptm.numel())
     for row, path in enumerate(paths):  # nik-dim/tall_masks: state_dict_to_vector per task
