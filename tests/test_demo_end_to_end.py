@@ -303,3 +303,43 @@ def test_parallel_launchers_give_the_serial_results(demo: dict, launcher: str) -
     assert set(parallel) == {"ties", "TSVM"}
     for method, results in parallel.items():
         assert results["test"] == demo["mergers"][method]["test"], method
+
+
+# --------------------------------------------------------------------------- determinism, faults
+@pytest.mark.slow
+def test_two_runs_give_identical_results(demo: dict) -> None:
+    home, cwd = demo["home"], demo["cwd"]
+    runs = []
+    for name in ("det-a", "det-b"):
+        args = ["method=consensus", SUBSET_OVERRIDE, "logger=none", "force=true"]
+        _run([*args, "hydra.run.dir=" + str(cwd / name)], home, cwd)
+        results = _results(cwd / name)[0]
+        results.pop("seconds")
+        runs.append(results)
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_midway_leaves_nothing_taken_for_finished(demo: dict) -> None:
+    import signal
+
+    home, cwd = demo["home"], demo["cwd"]
+    store = Path(home) / "cache" / "results"
+    before = set(store.glob("*.json"))
+    args = ["method=TSVM", SUBSET_OVERRIDE, "logger=none", "force=true"]
+    env = dict(os.environ, TASKMERGE_HOME=str(home), WANDB_MODE="offline", HF_HUB_OFFLINE="1")
+    run_dir = cwd / "killed-sweep"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), *args, f"hydra.run.dir={run_dir}"],
+        cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    seen = ""
+    while proc.poll() is None and "TSVM: Val: 2it" not in seen:
+        seen += proc.stderr.read(64)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (run_dir / "results.json").exists()
+    assert set(store.glob("*.json")) == before  # nothing a rerun could reuse
+    _run([*args[:-1], f"hydra.run.dir={cwd / 'after-kill'}"], home, cwd)
+    rerun = _results(cwd / "after-kill")[0]
+    assert rerun["complete"] is True and rerun["test"] == demo["mergers"]["TSVM"]["test"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file as safe_load
 from safetensors.torch import save_file
 
 import taskmerge
@@ -267,3 +268,61 @@ def test_refusals_write_nothing(tiny, tmp_path: Path) -> None:
     assert store.missing(["Digits"]) == ["Digits"]
     with pytest.raises(CheckpointError, match="no taskmerge-tiny checkpoint for \\['Shapes'\\]"):
         import_checkpoints(tmp_path / "hub", MODEL, store, linear, tasks=["Shapes"])
+
+
+IMPORT_CHILD = r"""
+import sys
+from taskmerge.checkpoints import fingerprint
+from taskmerge.finetuning import FinetuningMode, Linearized
+from taskmerge.importing import import_checkpoints
+from taskmerge.models.tiny import load_tiny_clip
+from taskmerge.store import CheckpointStore
+
+source, target, cache = sys.argv[1:4]
+bundle = load_tiny_clip(cache)
+pretrained = bundle.visual.state_dict()
+fp = fingerprint(pretrained)
+store = CheckpointStore(target, bundle.name, "shipped", FinetuningMode(), pretrained, fp)
+linear = CheckpointStore(target, bundle.name, "shipped", Linearized(), pretrained, fp)
+report = import_checkpoints(source, bundle.name, store, linear)
+print("imported", report.imported, "skipped", report.skipped)
+"""
+
+
+@pytest.mark.slow
+def test_an_import_killed_midway_leaves_no_half_task_and_resumes(tiny, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    tasks = ["Digits", "Shapes", "Colors", "Textures", "Counting", "Arrows"]
+    source = tmp_path / "hub" / "single_task" / MODEL
+    for index, task in enumerate(tasks):
+        clip = copy.deepcopy(tiny.model)
+        with torch.no_grad():
+            clip.visual.conv1.weight.add_(float(index))
+        (source / f"{task}Val").mkdir(parents=True)
+        torch.save(encoder_state(clip), source / f"{task}Val" / "nonlinear_finetuned.pt")
+    manifest = tmp_path / "ckpt" / MODEL / "standard" / "manifest.json"
+    args = [sys.executable, "-c", IMPORT_CHILD, str(tmp_path / "hub"), str(tmp_path / "ckpt"),
+            str(tmp_path / "cache")]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None:
+        if manifest.is_file() and 1 <= len(json.loads(manifest.read_text())) < len(tasks):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the import finished before it could be killed")
+    done = json.loads(manifest.read_text())
+    for task in tasks:  # every checkpoint present is complete (moved into place atomically)
+        path = tmp_path / "ckpt" / MODEL / "standard" / task / "finetuned.safetensors"
+        if path.exists():
+            assert torch.equal(
+                safe_load(path)["conv1.weight"],
+                tiny.model.visual.conv1.weight + tasks.index(task),
+            )
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"skipped {sorted(done, key=tasks.index)}" in rerun.stdout
+    assert len(json.loads(manifest.read_text())) == len(tasks)

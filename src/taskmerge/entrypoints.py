@@ -222,6 +222,8 @@ def build_setup(
         forward=forward,
         params0=pretrained,
         accuracy_dir=cache / "accuracy" / heads_dir.relative_to(cache / "heads"),
+        tensor_dir=cache / "tensors" / heads_dir.relative_to(cache / "heads"),
+        decode_once=list(cfg.get("decode_once", ["val"])),
     )
     store = CheckpointStore(
         cfg.paths.checkpoints, bundle.name, bundle.pretrained, mode, pretrained, pretrained_fp

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -24,8 +24,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from taskmerge.checkpoints import write_json
 from taskmerge.data.catalog import is_demo_task
-from taskmerge.data.datasets import TaskSplits, load_task_splits, make_loader
+from taskmerge.data.datasets import (
+    TaskSplits,
+    TransformedDataset,
+    load_task_splits,
+    make_loader,
+)
 from taskmerge.data.registry import TaskSpec
+from taskmerge.data.tensor_cache import cache_name, decoded_split, normalizer, split_preprocess
 from taskmerge.errors import DataNotFoundError
 from taskmerge.finetuning import check_forward, forward_module
 from taskmerge.models.clip import ClipBundle
@@ -36,13 +42,21 @@ StateDict = Mapping[str, torch.Tensor]
 
 @torch.no_grad()
 def top1_accuracy(
-    encoder: nn.Module, head: nn.Module, loader: DataLoader, device: str | torch.device
+    encoder: nn.Module,
+    head: nn.Module,
+    loader: DataLoader,
+    device: str | torch.device,
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> float:
-    """Fraction of samples whose arg-max logit is the label (over the whole loader)."""
+    """Fraction of samples whose arg-max logit is the label (over the whole loader).
+
+    ``prepare`` turns a batch into the encoder's input on ``device`` (default: move it there).
+    """
     encoder.eval()
     correct = total = 0
     for images, labels in loader:
-        logits = head(encoder(images.to(device, non_blocking=True)))
+        inputs = prepare(images) if prepare else images.to(device, non_blocking=True)
+        logits = head(encoder(inputs))
         correct += int((logits.argmax(dim=1).cpu() == torch.as_tensor(labels)).sum())
         total += len(labels)
     return correct / max(total, 1)
@@ -119,6 +133,10 @@ class TaskEvaluator:
         cache_dir: Demo data cache.
         heads_dir: Where zero-shot heads are cached (one file per task; the directory must
             identify the model and its pretrained weights).
+        tensor_dir: Where the splits of ``decode_once`` are kept decoded (uint8, see
+            :mod:`taskmerge.data.tensor_cache`); None: every pass decodes the images again.
+        decode_once: The splits of real tasks decoded once (default Val: it is evaluated for
+            every sweep point; Test is evaluated once).
         device: ``cpu``, ``cuda`` or ``auto``.
         batch_size, num_workers: Of the evaluation loaders.
         forward: ``"nonlinear"`` (the encoder) or ``"linear"`` (its linearization around
@@ -142,11 +160,17 @@ class TaskEvaluator:
         forward: str = "nonlinear",
         params0: StateDict | None = None,
         accuracy_dir: str | Path | None = None,
+        tensor_dir: str | Path | None = None,
+        decode_once: Sequence[str] = ("val",),
     ) -> None:
         self.bundle = bundle
         self.forward = check_forward(forward)
         self._params0 = params0
         self.accuracy_dir = Path(accuracy_dir).expanduser() if accuracy_dir else None
+        self.tensor_dir = Path(tensor_dir).expanduser() if tensor_dir else None
+        self.decode_once = tuple(decode_once)
+        self._split_preprocess = split_preprocess(bundle.preprocess) if bundle else None
+        self._normalize: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.specs = {spec.name: spec for spec in specs}
         self.data_root = Path(data_root).expanduser()
         self.cache_dir = Path(cache_dir).expanduser()
@@ -185,9 +209,31 @@ class TaskEvaluator:
         return self.splits(task).train
 
     def loader(self, task: str, split: str) -> DataLoader:
-        """An evaluation DataLoader over ``val`` or ``test``."""
+        """An evaluation DataLoader over ``val`` or ``test`` (uint8 batches for a split decoded
+        once: :meth:`inputs` normalizes them on the device)."""
         dataset = getattr(self.splits(task), split)
+        if (
+            split in self.decode_once
+            and self.tensor_dir is not None
+            and self._split_preprocess is not None
+            and isinstance(dataset, TransformedDataset)
+        ):
+            geometric, _, _ = self._split_preprocess
+            name = cache_name(task, split, len(dataset), self.root_of(task), self.bundle.preprocess)
+            dataset = decoded_split(
+                dataset.base, geometric, self.tensor_dir / f"{name}.npy", self.num_workers
+            )
+            return make_loader(dataset, self.batch_size, shuffle=False, num_workers=0)
         return make_loader(dataset, self.batch_size, shuffle=False, num_workers=self.num_workers)
+
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch as the encoder's input on the device (uint8 batches normalized there)."""
+        if images.dtype == torch.uint8 and self._split_preprocess is not None:
+            if self._normalize is None:
+                _, mean, std = self._split_preprocess
+                self._normalize = normalizer(mean, std, self.device)
+            return self._normalize(images)
+        return images.to(self.device, non_blocking=True)
 
     def head(self, task: str) -> ClassificationHead:
         """The zero-shot head of a task (built from the text tower once, cached on disk)."""
@@ -221,7 +267,9 @@ class TaskEvaluator:
     def accuracy(self, state_dict: StateDict, task: str, split: str) -> float:
         """Top-1 of the encoder weights ``state_dict`` on one task's split."""
         encoder = self.encoder_with(state_dict)
-        return top1_accuracy(encoder, self.head(task), self.loader(task, split), self.device)
+        return top1_accuracy(
+            encoder, self.head(task), self.loader(task, split), self.device, self.inputs
+        )
 
     def cached_accuracy(self, key: str, state_dict: StateDict, task: str, split: str) -> float:
         """:meth:`accuracy` of weights identified by ``key`` (e.g. ``"zeroshot"``), stored on disk
@@ -243,7 +291,7 @@ class TaskEvaluator:
         encoder, head = self.encoder_with(state_dict), self.head(task)
         predicted, labels = [], []
         for images, batch_labels in self.loader(task, split):
-            predicted.append(head(encoder(images.to(self.device))).argmax(1).cpu())
+            predicted.append(head(encoder(self.inputs(images))).argmax(1).cpu())
             labels.append(torch.as_tensor(batch_labels))
         return torch.cat(predicted), torch.cat(labels)
 
@@ -280,7 +328,7 @@ class TaskEvaluator:
         coefs = torch.tensor(coefficients, dtype=torch.float32, device=self.device)
         head, rows, labels = self.head(task), [], []
         for images, batch_labels in self.loader(task, split):
-            base, tangents = jvp_features(self._base, self.params0, images.to(self.device), moved)
+            base, tangents = jvp_features(self._base, self.params0, self.inputs(images), moved)
             stacked = torch.stack(tangents) if tangents else base.new_zeros((0, *base.shape))
             features = base + torch.einsum("pk,k...->p...", coefs, stacked)  # points x batch
             rows.append(head(features).argmax(-1).cpu())
