@@ -48,9 +48,10 @@ def run_multirun(home: Path, out: Path, methods: str) -> float:
     return time.perf_counter() - start
 
 
-def _format_value(value: Any) -> str:
-    if isinstance(value, dict):  # chosen per task (TALL masks)
-        return "per task " + "/".join(_format_value(v) for v in value.values())
+def _format_value(value: Any, tasks: list[str] | None = None) -> str:
+    if isinstance(value, dict):  # chosen per task (TALL masks), in task order
+        order = [t for t in tasks or [] if t in value] or list(value)
+        return "per task " + "/".join(_format_value(value[t]) for t in order)
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
@@ -58,7 +59,8 @@ def _format_value(value: Any) -> str:
 
 def _hyperparameters(results: dict) -> str:
     chosen = results.get("hyperparameters") or {}
-    return ", ".join(f"{k}={_format_value(v)}" for k, v in chosen.items()) or "-"
+    tasks = results.get("tasks")
+    return ", ".join(f"{k}={_format_value(v, tasks)}" for k, v in chosen.items()) or "-"
 
 
 def merge_table(results: list[dict]) -> str:

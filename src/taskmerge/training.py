@@ -11,7 +11,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -99,6 +99,21 @@ def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+@dataclass
+class TrainJob:
+    """What one fine-tuning run trains (shared by every process of a distributed run)."""
+
+    encoder: nn.Module
+    head: nn.Module
+    train_set: Dataset
+    epochs: float
+    settings: TrainSettings
+    mode: FinetuningMode
+    description: str = "fine-tuning"
+    state_path: str | Path | None = None
+    identity: str = ""
+
+
 def finetune(
     encoder: nn.Module,
     head: nn.Module,
@@ -126,115 +141,44 @@ def finetune(
     Returns:
         Statistics: optimizer steps, seconds, final training loss.
     """
+    job = TrainJob(encoder, head, train_set, epochs, settings, mode, description, state_path,
+                   identity)  # fmt: skip
     if launched_by_torchrun():
         size = int(os.environ["WORLD_SIZE"])
         check_data_size(size, len(train_set), description)  # type: ignore[arg-type]
         local_device = init_process_group(int(os.environ["RANK"]), size, str(device), None)
         try:
-            return _train(
-                encoder,
-                head,
-                train_set,
-                epochs,
-                settings,
-                mode,
-                local_device,
-                description,
-                dist.get_rank(),
-                size,
-                state_path,
-                identity,
-            )
+            return _train(job, local_device, dist.get_rank(), size)
         finally:
             dist.destroy_process_group()
     if world_size > 1:
         check_data_size(world_size, len(train_set), description)  # type: ignore[arg-type]
-        return _spawn(
-            encoder, head, train_set, epochs, settings, mode, str(device), description,
-            world_size, state_path, identity,
-        )  # fmt: skip
-    return _train(
-        encoder, head, train_set, epochs, settings, mode, device, description, 0, 1,
-        state_path, identity,
-    )  # fmt: skip
+        return _spawn(job, str(device), world_size)
+    return _train(job, device, 0, 1)
 
 
-def _spawn(
-    encoder: nn.Module,
-    head: nn.Module,
-    train_set: Dataset,
-    epochs: float,
-    settings: TrainSettings,
-    mode: FinetuningMode,
-    device: str,
-    description: str,
-    world_size: int,
-    state_path: str | Path | None = None,
-    identity: str = "",
-) -> dict[str, float]:
-    """Train in ``world_size`` spawned processes; load rank 0's result into ``encoder``."""
+def _spawn(job: TrainJob, device: str, world_size: int) -> dict[str, float]:
+    """Train in ``world_size`` spawned processes; load rank 0's result into ``job.encoder``."""
     with tempfile.TemporaryDirectory(prefix="taskmerge-ddp-") as tmp:
         out = Path(tmp)
-        args = (
-            world_size,
-            free_port(),
-            encoder,
-            head,
-            train_set,
-            epochs,
-            settings,
-            mode,
-            device,
-            description,
-            str(out),
-            state_path,
-            identity,
-        )
+        args = (world_size, free_port(), job, device, str(out))
         torch.multiprocessing.spawn(_worker, args=args, nprocs=world_size, join=True)
-        encoder.load_state_dict(load_file(str(out / "weights.safetensors")))
+        job.encoder.load_state_dict(load_file(str(out / "weights.safetensors")))
         return json.loads((out / "stats.json").read_text())
 
 
-def _worker(
-    rank_: int,
-    world_size: int,
-    port: int,
-    encoder: nn.Module,
-    head: nn.Module,
-    train_set: Dataset,
-    epochs: float,
-    settings: TrainSettings,
-    mode: FinetuningMode,
-    device: str,
-    description: str,
-    out: str,
-    state_path: str | Path | None = None,
-    identity: str = "",
-) -> None:
+def _worker(rank_: int, world_size: int, port: int, job: TrainJob, device: str, out: str) -> None:
     """One spawned process: join the group, train, rank 0 writes the weights and stats.
 
-    The module arrives through ``torch.multiprocessing``, which passes tensors in shared memory:
-    without a private copy every process would step the same weights.
+    The modules arrive through ``torch.multiprocessing``, which passes tensors in shared memory:
+    without private copies every process would step the same weights.
     """
-    encoder, head = copy.deepcopy(encoder), copy.deepcopy(head)
+    job = replace(job, encoder=copy.deepcopy(job.encoder), head=copy.deepcopy(job.head))
     local_device = init_process_group(rank_, world_size, device, port)
     try:
-        stats = _train(
-            encoder,
-            head,
-            train_set,
-            epochs,
-            settings,
-            mode,
-            local_device,
-            description,
-            rank_,
-            world_size,
-            state_path,
-            identity,
-        )
+        stats = _train(job, local_device, rank_, world_size)
         if rank_ == 0:
-            state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+            state = {k: v.detach().cpu().contiguous() for k, v in job.encoder.state_dict().items()}
             save_file(state, str(Path(out) / "weights.safetensors"))
             (Path(out) / "stats.json").write_text(json.dumps(stats))
     finally:
@@ -242,22 +186,15 @@ def _worker(
 
 
 def _train(
-    encoder: nn.Module,
-    head: nn.Module,
-    train_set: Dataset,
-    epochs: float,
-    settings: TrainSettings,
-    mode: FinetuningMode,
-    device: str | torch.device,
-    description: str,
-    rank_: int,
-    world_size: int,
-    state_path: str | Path | None = None,
-    identity: str = "",
+    job: TrainJob, device: str | torch.device, rank_: int, world_size: int
 ) -> dict[str, float]:
-    """The loop of one process (of ``world_size``); resumes from ``state_path`` when it holds a
-    state of the same run (``identity``) and saves one there every ``settings.save_every``
-    steps (rank 0)."""
+    """The loop of one process (of ``world_size``); resumes from ``job.state_path`` when it
+    holds a state of the same run (``job.identity``) and saves one there every
+    ``settings.save_every`` steps (rank 0)."""
+    encoder, head, train_set, settings, mode = (
+        job.encoder, job.head, job.train_set, job.settings, job.mode
+    )  # fmt: skip
+    epochs, description, state_path = job.epochs, job.description, job.state_path
     torch.manual_seed(settings.seed)
     encoder.to(device).train()
     head.to(device).eval().requires_grad_(False)
@@ -285,7 +222,7 @@ def _train(
         optimizer, lambda step: cosine_with_warmup(step, warmup, total_steps)
     )
     cursor = DataCursor(loader, sampler, generator)
-    identity = signature(run=identity, total_steps=total_steps, world_size=world_size)
+    identity = signature(run=job.identity, total_steps=total_steps, world_size=world_size)
     start, step, loss_value = time.time(), 0, float("nan")
     saved = load_training_state(state_path, identity)
     if saved is not None:
