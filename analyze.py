@@ -18,10 +18,10 @@ from omegaconf import DictConfig
 from taskmerge.entrypoints import (
     check_command_line,
     register_resolvers,
-    run_analysis,
     set_default_home,
     user_errors,
 )
+from taskmerge.jobs import run_analysis
 
 log = logging.getLogger("taskmerge")
 

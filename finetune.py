@@ -19,10 +19,10 @@ from omegaconf import DictConfig
 from taskmerge.entrypoints import (
     check_command_line,
     register_resolvers,
-    run_finetune,
     set_default_home,
     user_errors,
 )
+from taskmerge.jobs import run_finetune
 
 log = logging.getLogger("taskmerge")
 

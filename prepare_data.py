@@ -17,10 +17,10 @@ from omegaconf import DictConfig
 from taskmerge.entrypoints import (
     check_command_line,
     register_resolvers,
-    run_prepare_data,
     set_default_home,
     user_errors,
 )
+from taskmerge.jobs import run_prepare_data
 
 log = logging.getLogger("taskmerge")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taskmerge.experiment import grid_edge
+from taskmerge.grid_edges import grid_edge
 from taskmerge.merging import TaskArithmetic, TaskNegation, with_lines
 
 

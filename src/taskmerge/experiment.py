@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from taskmerge.errors import ConfigError
 from taskmerge.evaluation import Evaluator, normalized_accuracy, summarize
+from taskmerge.grid_edges import grid_edge, swept_key
 from taskmerge.merging.base import AffineFamily, Candidate, MergeMethod
 from taskmerge.merging.selection import Reference, best_index
 from taskmerge.task_vectors import TaskVector, check_same_mode
@@ -259,7 +260,7 @@ def report(
             for t in evaluator.task_names
         }
     write_results(results, run_dir)
-    key = _swept_key(curve)
+    key = swept_key(curve)
     plot_sweep(curve, key, Path(run_dir) / "sweep.png", f"{method.name} on Val")
     tracker.log(loggable(test))
     tracker.summary(
@@ -351,41 +352,6 @@ def _method_details(
         if derived:
             details[split] = {k.removeprefix(f"{split}/"): v for k, v in derived.items()}
     return details
-
-
-def grid_edge(
-    curve: Sequence[Mapping[str, Any]],
-    chosen: Mapping[str, Any],
-    bounds: Mapping[str, tuple[float | None, float | None]],
-) -> dict[str, Any] | None:
-    """Whether the chosen value of the swept hyperparameter is the first or last of at least
-    three grid values and that edge is not a natural bound; then the edge and the override
-    that extends the grid (five more steps of the grid's last spacing, within the bounds)."""
-    key = _swept_key(curve)
-    values = sorted({c["hyperparameters"].get(key) for c in curve} - {None}, key=float)
-    value = chosen.get(key)
-    if len(values) < 3 or not isinstance(value, (int, float)):
-        return None
-    low, high = bounds.get(key, (None, None))
-    if value == values[-1] and (high is None or value < high):
-        step, edge, sign = values[-1] - values[-2], "upper", 1
-    elif value == values[0] and (low is None or value > low):
-        step, edge, sign = values[1] - values[0], "lower", -1
-    else:
-        return None
-    extra = [round(value + sign * step * i, 10) for i in range(1, 6)]
-    extra = [x for x in extra if (low is None or x >= low) and (high is None or x <= high)]
-    grid = sorted({*values, *extra})
-    override = "method.grid=[" + ",".join(f"{x:g}" for x in grid) + "]"
-    return {"key": key, "value": value, "edge": edge, "grid": values, "override": override}
-
-
-def _swept_key(curve: Sequence[Mapping[str, Any]]) -> str:
-    """The first hyperparameter that varies along the sweep (what the plot's x-axis shows)."""
-    for key in curve[0]["hyperparameters"]:
-        if len({repr(c["hyperparameters"].get(key)) for c in curve}) > 1:
-            return key
-    return "scaling_coef"
 
 
 def _per_task(metrics: Mapping[str, Any], split: str, finetuned: Mapping[str, float]) -> dict:
