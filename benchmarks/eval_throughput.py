@@ -1,6 +1,7 @@
 """Evaluation and fine-tuning throughput against the pure forward, images per second.
 
     python benchmarks/eval_throughput.py [--model ViT-B-32] [--images 256] [--device cpu]
+                                         [--precision fp32|tf32|bf16]
 
 A real-layout task (JPEG files of 256x320 px in class folders, as DTD / EuroSAT / SUN397 ship)
 is fabricated in a temporary directory; then, in one run:
@@ -13,14 +14,14 @@ is fabricated in a temporary directory; then, in one run:
 * evaluation loop without decode-once (every pass decodes);
 * one fine-tuning step (forward, backward, AdamW) on decoded batches.
 The loop's share of the pure-forward throughput is the figure to watch (target >= 90%).
-``--device cuda`` measures a GPU (autocast is not used: accuracy first).
+``--device cuda`` measures a GPU; ``--precision`` runs every forward (pure and loop) at that
+evaluation precision (``eval_precision``, :mod:`taskmerge.hardware`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -33,6 +34,7 @@ from torch.utils.data import Dataset
 
 from taskmerge.data.registry import TaskSpec
 from taskmerge.evaluation import TaskEvaluator, top1_accuracy
+from taskmerge.hardware import evaluation_precision, resolve_workers
 
 
 class Folder(Dataset):
@@ -94,6 +96,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="taskmerge-eval-"))
     try:
@@ -101,8 +104,9 @@ def main() -> None:
         bundle = build(args.model, args.device)
         spec = TaskSpec("Bench", ("a", "b", "c", "d"), ("a photo of {}.",), 1,
                         Loader(work / "images"))  # fmt: skip
-        workers = max(1, (os.cpu_count() or 2) - 1)
-        kwargs = dict(batch_size=args.batch, num_workers=workers, device=args.device)
+        workers = max(1, resolve_workers("auto"))
+        kwargs = dict(batch_size=args.batch, num_workers=workers, device=args.device,
+                      precision=args.precision)  # fmt: skip
         heads = work / "heads"
         cached = TaskEvaluator(bundle, [spec], work, work, heads, tensor_dir=work / "tensors",
                                decode_once=("test",), **kwargs)  # fmt: skip
@@ -114,14 +118,19 @@ def main() -> None:
         n = len(labels)
 
         def pure_forward() -> None:
-            with torch.no_grad():
+            with torch.no_grad(), evaluation_precision(args.precision, args.device):
                 for i in range(0, n, args.batch):
                     head(encoder(tensors[i : i + args.batch].to(args.device))).argmax(1)
 
         def loop(ev: TaskEvaluator):  # noqa: ANN202
-            return lambda: top1_accuracy(
-                ev.encoder_with(state), head, ev.loader("Bench", "test"), args.device, ev.inputs
-            )
+            def run() -> float:
+                with torch.no_grad(), evaluation_precision(args.precision, args.device):
+                    encoder = ev.encoder_with(state)
+                    return top1_accuracy(
+                        encoder, head, ev.loader("Bench", "test"), args.device, ev.inputs
+                    )
+
+            return run
 
         start = time.perf_counter()
         loop(cached)()  # the first pass decodes and writes the uint8 array
@@ -144,7 +153,7 @@ def main() -> None:
         batch, batch_labels = tensors[: args.batch].to(args.device), labels[: args.batch]
         start = time.perf_counter()
         steps = 3
-        for _ in range(steps):
+        for _ in range(steps):  # fine-tuning is always float32 (eval_precision is evaluation's)
             loss = torch.nn.functional.cross_entropy(head(encoder(batch)), batch_labels)
             loss.backward()
             optimizer.step()
@@ -152,13 +161,14 @@ def main() -> None:
         train_rate = rate(steps * args.batch, time.perf_counter() - start)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{args.model} on {args.device}, {n} images of 256x320 px (JPEG), batch {args.batch}, "
-          f"{workers} loader workers, {torch.get_num_threads()} threads")  # fmt: skip
+    threads = torch.get_num_threads()
+    print(f"{args.model} on {args.device} ({args.precision}), {n} images of 256x320 px (JPEG), "
+          f"batch {args.batch}, {workers} loader workers, {threads} threads")  # fmt: skip
     print("| route | images/s | vs pure forward |\n|---|---|---|")
     print(f"| pure forward (preprocessed tensors in memory) | {pure:.1f} | 100% |")
     for label, value in timings.items():
         print(f"| evaluation loop, {label} | {value:.1f} | {100 * value / pure:.0f}% |")
-    print(f"| fine-tuning step (forward + backward + AdamW) | {train_rate:.1f} | - |")
+    print(f"| fine-tuning step, fp32 (forward + backward + AdamW) | {train_rate:.1f} | - |")
 
 
 if __name__ == "__main__":

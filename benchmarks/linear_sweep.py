@@ -6,9 +6,9 @@ A 21-point grid theta0 + a * tau (a in 0..2) scored through the linearized encod
 * direct: one linearized forward (a JVP) per grid point and image;
 * one pass: f0 and J tau once per image (one JVP), then f0 + a J tau for every a.
 Costs are in forward-equivalents: seconds divided by one plain forward of the same images
-(the same run, interleaved, median of ``--repeats``). The logits of every grid point are
-compared (relative error of the one-pass logits against the direct ones). tau is a random
-task vector of typical fine-tuning size (1e-3 relative to the weights).
+(the same run, plain and one-pass interleaved, median of ``--repeats``). The logits of every
+grid point are compared (relative error of the one-pass logits against the direct ones).
+tau is a random task vector of typical fine-tuning size (1e-3 relative to the weights).
 Models: ``tiny`` (demo CLIP, 256 images of 32 px) and open_clip ``ViT-B-32`` (random weights,
 16 images of 224 px on a CPU).
 """
@@ -41,14 +41,15 @@ def build(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
     return encoder.eval(), images
 
 
-def timed(run, repeats: int) -> float:  # noqa: ANN001
-    """Median seconds of ``run()``."""
-    values = []
+def timed(runs: list, repeats: int) -> list[float]:  # noqa: ANN001
+    """Median seconds of each ``run()``, the runs interleaved so machine noise hits all alike."""
+    values: list[list[float]] = [[] for _ in runs]
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        values.append(time.perf_counter() - start)
-    return statistics.median(values)
+        for run, seconds in zip(runs, values, strict=True):
+            start = time.perf_counter()
+            run()
+            seconds.append(time.perf_counter() - start)
+    return [statistics.median(seconds) for seconds in values]
 
 
 @torch.no_grad()
@@ -86,9 +87,8 @@ def measure(name: str, points: int, repeats: int) -> None:
         return out
 
     plain(), one_pass()  # warm-up
-    t_plain = timed(plain, repeats)
-    t_one = timed(one_pass, repeats)
-    t_direct = timed(direct, max(1, repeats // 3))
+    t_plain, t_one = timed([plain, one_pass], repeats)
+    (t_direct,) = timed([direct], max(1, repeats // 3))
     fast, slow = one_pass(), direct()
     error = max(((f - s).norm() / s.norm()).item() for f, s in zip(fast, slow, strict=True))
     print(f"\n{name}: {len(images)} images, {points}-point grid, {torch.get_num_threads()} threads")

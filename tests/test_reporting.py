@@ -258,6 +258,18 @@ def test_single_mode_has_no_mode_plot(tmp_path: Path) -> None:
     assert "modes.png" not in write_report(report, tmp_path / "out")
 
 
+def test_precisions_are_rows_of_their_own(tmp_path: Path) -> None:
+    """A bf16 evaluation of the same method and mode is its own row, after the fp32 one."""
+    root = tmp_path / "precisions"
+    write_job(root, "0", fake_results("sum", [0.72] * 8, eval_precision="bf16"),
+              ["method=sum", "eval_precision=bf16"])  # fmt: skip
+    write_job(root, "1", fake_results("sum", [0.7] * 8), ["method=sum"])
+    report = build_report(*collect_runs([root]))
+    (table,) = report.tables
+    rows = [(row.mode, round(row.mean_abs, 2)) for row in table.rows if row.method == "sum"]
+    assert rows == [("standard", 0.7), ("standard+bf16", 0.72)]
+
+
 def test_grid_edge_of_older_results(tmp_path: Path) -> None:
     """Results written before the grid_edge field: the edge is computed from the sweep."""
     results = fake_results("sum", [0.7] * 8, hyperparameters={"scaling_coef": 1.0})

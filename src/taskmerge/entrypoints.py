@@ -25,8 +25,9 @@ from taskmerge.checkpoints import check_writable, fingerprint
 from taskmerge.data.catalog import resolve_task_names, resolve_task_specs
 from taskmerge.distributed import check_world_size, launched_by_torchrun
 from taskmerge.errors import ConfigError, TaskmergeError
-from taskmerge.evaluation import TaskEvaluator, resolve_device
+from taskmerge.evaluation import TaskEvaluator
 from taskmerge.finetuning import FinetuningMode, check_forward
+from taskmerge.hardware import check_precision, resolve_device, resolve_workers
 from taskmerge.merging import MergeMethod, with_lines
 from taskmerge.merging.lines import LINES_KEYS
 from taskmerge.merging.registry import help_text
@@ -195,11 +196,10 @@ def build_setup(
     mode = instantiate(mode_node if mode_node is not None else cfg.finetuning)
     forward = check_forward(forward or cfg.get("eval_forward") or mode.forward)
     train = instantiate(cfg.train)
-    if cfg.eval_batch_size < 1 or cfg.num_workers < 0:
-        raise ConfigError(
-            f"eval_batch_size={cfg.eval_batch_size}, num_workers={cfg.num_workers}: the batch "
-            "size must be at least 1 and the workers at least 0"
-        )
+    if cfg.eval_batch_size < 1:
+        raise ConfigError(f"eval_batch_size={cfg.eval_batch_size}: use a batch size >= 1")
+    workers = resolve_workers(cfg.num_workers)
+    precision = check_precision(cfg.get("eval_precision", "fp32"))
     check_world_size(int(cfg.get("world_size", 1)), train.batch_size, resolve_device(cfg.device))
     bundle = instantiate(cfg.model)
     pretrained = {k: v.detach().clone() for k, v in bundle.visual.state_dict().items()}
@@ -216,8 +216,9 @@ def build_setup(
         heads_dir=heads_dir,
         device=cfg.device,
         batch_size=cfg.eval_batch_size,
-        num_workers=cfg.num_workers,
+        num_workers=workers,
         forward=forward,
+        precision=precision,
         params0=pretrained,
         accuracy_dir=cache / "accuracy" / heads_dir.relative_to(cache / "heads"),
         tensor_dir=cache / "tensors" / heads_dir.relative_to(cache / "heads"),

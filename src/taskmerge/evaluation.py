@@ -34,6 +34,7 @@ from taskmerge.data.registry import TaskSpec
 from taskmerge.data.tensor_cache import cache_name, decoded_split, normalizer, split_preprocess
 from taskmerge.errors import DataNotFoundError
 from taskmerge.finetuning import check_forward, forward_module
+from taskmerge.hardware import check_precision, evaluation_precision, resolve_device
 from taskmerge.models.clip import ClipBundle
 from taskmerge.models.heads import ClassificationHead, cached_zeroshot_head
 
@@ -115,13 +116,6 @@ class Evaluator(Protocol):
         ...
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` means CUDA when available, else CPU."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 class TaskEvaluator:
     """The tasks of one run: splits, loaders, zero-shot heads and top-1 accuracy of any weights.
 
@@ -141,6 +135,9 @@ class TaskEvaluator:
         batch_size, num_workers: Of the evaluation loaders.
         forward: ``"nonlinear"`` (the encoder) or ``"linear"`` (its linearization around
             ``params0``; a non-linearly fine-tuned checkpoint is then "post-hoc linearized").
+        precision: The arithmetic of every forward (``fp32``, ``tf32``, ``bf16``; see
+            :mod:`taskmerge.hardware`); accuracies cached at another precision than ``fp32``
+            are keyed by :attr:`scoring`.
         params0: theta0 of the linear forward (default: the bundle's image-tower weights).
         accuracy_dir: Where :meth:`cached_accuracy` keeps accuracies that do not depend on the
             merge (zero-shot); like ``heads_dir`` it must identify the model, its pretrained
@@ -158,6 +155,7 @@ class TaskEvaluator:
         batch_size: int = 256,
         num_workers: int = 4,
         forward: str = "nonlinear",
+        precision: str = "fp32",
         params0: StateDict | None = None,
         accuracy_dir: str | Path | None = None,
         tensor_dir: str | Path | None = None,
@@ -165,6 +163,7 @@ class TaskEvaluator:
     ) -> None:
         self.bundle = bundle
         self.forward = check_forward(forward)
+        self.precision = check_precision(precision)
         self._params0 = params0
         self.accuracy_dir = Path(accuracy_dir).expanduser() if accuracy_dir else None
         self.tensor_dir = Path(tensor_dir).expanduser() if tensor_dir else None
@@ -181,6 +180,15 @@ class TaskEvaluator:
         self._heads: dict[str, ClassificationHead] = {}
         self._encoder: nn.Module | None = None
         self._base: nn.Module | None = None
+
+    @property
+    def scoring(self) -> str:
+        """How accuracies are measured: the forward, with the precision when not ``fp32``
+        (the key of cached and stored accuracies)."""
+        return self.forward if self.precision == "fp32" else f"{self.forward}+{self.precision}"
+
+    def _arithmetic(self):  # noqa: ANN202
+        return evaluation_precision(self.precision, self.device)
 
     @property
     def task_names(self) -> list[str]:
@@ -267,20 +275,22 @@ class TaskEvaluator:
     def accuracy(self, state_dict: StateDict, task: str, split: str) -> float:
         """Top-1 of the encoder weights ``state_dict`` on one task's split."""
         encoder = self.encoder_with(state_dict)
-        return top1_accuracy(
-            encoder, self.head(task), self.loader(task, split), self.device, self.inputs
-        )
+        with self._arithmetic():
+            return top1_accuracy(
+                encoder, self.head(task), self.loader(task, split), self.device, self.inputs
+            )
 
     def cached_accuracy(self, key: str, state_dict: StateDict, task: str, split: str) -> float:
         """:meth:`accuracy` of weights identified by ``key`` (e.g. ``"zeroshot"``), stored on disk
         per (key, forward, task, split) and reused by every later job."""
         if self.accuracy_dir is None:
             return self.accuracy(state_dict, task, split)
-        path = self.accuracy_dir / key / self.forward / f"{task}-{split}.json"
+        path = self.accuracy_dir / key / self.scoring / f"{task}-{split}.json"
         if path.is_file():
             return float(json.loads(path.read_text())["top1"])
         value = self.accuracy(state_dict, task, split)
-        write_json({"top1": value, "task": task, "split": split, "forward": self.forward}, path)
+        record = {"top1": value, "task": task, "split": split, "forward": self.forward}
+        write_json({**record, "precision": self.precision}, path)
         return value
 
     @torch.no_grad()
@@ -290,9 +300,10 @@ class TaskEvaluator:
         """The predicted class and the label of every sample of ``task``'s ``split``, in order."""
         encoder, head = self.encoder_with(state_dict), self.head(task)
         predicted, labels = [], []
-        for images, batch_labels in self.loader(task, split):
-            predicted.append(head(encoder(self.inputs(images))).argmax(1).cpu())
-            labels.append(torch.as_tensor(batch_labels))
+        with self._arithmetic():
+            for images, batch_labels in self.loader(task, split):
+                predicted.append(head(encoder(self.inputs(images))).argmax(1).cpu())
+                labels.append(torch.as_tensor(batch_labels))
         return torch.cat(predicted), torch.cat(labels)
 
     @property
@@ -327,12 +338,14 @@ class TaskEvaluator:
         ]
         coefs = torch.tensor(coefficients, dtype=torch.float32, device=self.device)
         head, rows, labels = self.head(task), [], []
-        for images, batch_labels in self.loader(task, split):
-            base, tangents = jvp_features(self._base, self.params0, self.inputs(images), moved)
-            stacked = torch.stack(tangents) if tangents else base.new_zeros((0, *base.shape))
-            features = base + torch.einsum("pk,k...->p...", coefs, stacked)  # points x batch
-            rows.append(head(features).argmax(-1).cpu())
-            labels.append(torch.as_tensor(batch_labels))
+        with self._arithmetic():
+            for images, batch_labels in self.loader(task, split):
+                inputs = self.inputs(images)
+                base, tangents = jvp_features(self._base, self.params0, inputs, moved)
+                stacked = torch.stack(tangents) if tangents else base.new_zeros((0, *base.shape))
+                features = base + torch.einsum("pk,k...->p...", coefs, stacked.to(base))
+                rows.append(head(features).argmax(-1).cpu())  # points x batch
+                labels.append(torch.as_tensor(batch_labels))
         return torch.cat(rows, dim=1), torch.cat(labels)
 
     def affine_accuracies(

@@ -65,6 +65,7 @@ def run_main(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "pretrained": setup.bundle.pretrained,
             "finetuning": setup.mode.name,
             "eval_forward": setup.evaluator.forward,
+            "eval_precision": setup.evaluator.precision,
             "config": config,
             "job_key": key,
         }

@@ -27,17 +27,20 @@ from torch import nn
 from torch.func import functional_call, jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from taskmerge.tangent_attention import contiguous_self_attention
+
 Params = Mapping[str, torch.Tensor]
 
 
 @contextlib.contextmanager
-def math_attention() -> Iterator[None]:
-    """Run attention in ops that support forward-mode AD (JVPs): the math SDPA kernel, and not
-    ``nn.MultiheadAttention``'s fused inference fast path."""
+def math_attention(encoder: nn.Module) -> Iterator[None]:
+    """Run ``encoder``'s attention in ops that support forward-mode AD (JVPs) efficiently: the
+    math SDPA kernel, not ``nn.MultiheadAttention``'s fused inference fast path, and
+    self-attention projected on the contiguous input (:mod:`taskmerge.tangent_attention`)."""
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with sdpa_kernel(SDPBackend.MATH):
+        with sdpa_kernel(SDPBackend.MATH), contiguous_self_attention(encoder):
             yield
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
@@ -63,7 +66,7 @@ def linearized_features(encoder: nn.Module, params0: Params, images: torch.Tenso
     params = dict(encoder.named_parameters())
     primals = {name: params0[name] for name in params}
     tangents = {name: value - primals[name] for name, value in params.items()}
-    with math_attention():
+    with math_attention(encoder):
         out, derivative = jvp(_call(encoder, _buffers(encoder), images), (primals,), (tangents,))
     return out + derivative
 
@@ -83,7 +86,7 @@ def jvp_features(
     primals = {name: params0[name] for name, _ in encoder.named_parameters()}
     forward = _call(encoder, _buffers(encoder), images)
     if not directions:
-        with math_attention():
+        with math_attention(encoder):
             return forward(primals), []
     outputs: list[torch.Tensor] = []
     base: torch.Tensor | None = None
@@ -92,7 +95,7 @@ def jvp_features(
             name: direction[name].to(value) if name in direction else torch.zeros_like(value)
             for name, value in primals.items()
         }
-        with math_attention():
+        with math_attention(encoder):
             out, derivative = jvp(forward, (primals,), (tangent,))
         base = out if base is None else base
         outputs.append(derivative)

@@ -35,6 +35,7 @@ from taskmerge.distributed import (
 from taskmerge.errors import CheckpointError, ConfigError
 from taskmerge.evaluation import TaskEvaluator
 from taskmerge.finetuning import FinetuningMode, forward_module
+from taskmerge.hardware import resolve_workers
 from taskmerge.store import CheckpointStore
 from taskmerge.training_state import (
     DataCursor,
@@ -67,11 +68,12 @@ class TrainSettings:
     warmup_steps: int = 500
     max_grad_norm: float = 1.0
     epochs_scale: float = 1.0
-    num_workers: int = 4
+    num_workers: int | str = 4
     seed: int = 0
     save_every: int = 200
 
     def __post_init__(self) -> None:
+        self.num_workers = resolve_workers(self.num_workers)
         checks = {
             "lr": self.lr > 0,
             "batch_size": self.batch_size >= 1,
@@ -330,7 +332,7 @@ def finetune_task(
         "test_top1": evaluator.accuracy(state, task, "test"),
     }
     train = {f"train_{key}": value for key, value in stats.items()}
-    store.write_metrics(task, metrics, evaluator.forward, extra=train)
+    store.write_metrics(task, metrics, evaluator.scoring, extra=train)
     state_path.unlink(missing_ok=True)  # the checkpoint is complete: nothing left to resume
     log.info("fine-tuned %s: val %.4f test %.4f", task, metrics["val_top1"], metrics["test_top1"])
     return metrics
@@ -343,17 +345,17 @@ def finetuned_accuracies(
     by this project on the same splits: read from the store, or measured now (copied
     checkpoints, a new ``eval_forward``) and stored."""
     accuracies = {}
-    unmeasured = [task for task in tasks if store.metrics(task, evaluator.forward) is None]
+    unmeasured = [task for task in tasks if store.metrics(task, evaluator.scoring) is None]
     for task in unmeasured:  # every one readable and finite before any is measured
         store.load(task)
     for task in tasks:
-        metrics = store.metrics(task, evaluator.forward)
+        metrics = store.metrics(task, evaluator.scoring)
         if metrics is None:
             state = store.load(task)
             metrics = {
                 "val_top1": evaluator.accuracy(state, task, "val"),
                 "test_top1": evaluator.accuracy(state, task, "test"),
             }
-            store.write_metrics(task, metrics, evaluator.forward)
+            store.write_metrics(task, metrics, evaluator.scoring)
         accuracies[task] = {"val_top1": metrics["val_top1"], "test_top1": metrics["test_top1"]}
     return accuracies

@@ -59,10 +59,17 @@ class Run:
         return str(self.results.get("eval_forward") or own)
 
     @property
+    def precision(self) -> str:
+        """The evaluation precision (``fp32`` for files that predate the field)."""
+        return str(self.results.get("eval_precision") or "fp32")
+
+    @property
     def mode(self) -> str:
-        """The fine-tuning mode, with ``@forward`` when evaluated through another forward."""
+        """The fine-tuning mode, with ``@forward`` when evaluated through another forward and
+        ``+precision`` when not evaluated in fp32."""
         own = "linear" if self.finetuning == "linear" else "nonlinear"
-        return self.finetuning if self.forward == own else f"{self.finetuning}@{self.forward}"
+        mode = self.finetuning if self.forward == own else f"{self.finetuning}@{self.forward}"
+        return mode if self.precision == "fp32" else f"{mode}+{self.precision}"
 
     @property
     def group(self) -> str:
@@ -258,9 +265,10 @@ def _run_key(run: Run) -> tuple:
 
 
 def _mode_key(mode: str) -> tuple:
+    mode, _, precision = mode.partition("+")
     base, _, forward = mode.partition("@")
     order = MODE_ORDER.index(base) if base in MODE_ORDER else len(MODE_ORDER)
-    return (order, base, forward)
+    return (order, base, forward, precision)
 
 
 def _published(run: Run, method: str) -> Figure | None:
