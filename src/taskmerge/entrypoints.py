@@ -241,6 +241,17 @@ def finetune_command() -> str:
         return "python finetune.py"
 
 
+def finetune_in_setup(
+    setup: Setup, task: str, overwrite: bool = False, world_size: int = 1
+) -> dict[str, float]:
+    """:func:`finetune_task` of one task with the setup's model, evaluator, store, protocol and
+    mode."""
+    return finetune_task(
+        task, setup.bundle.visual, setup.evaluator, setup.store, setup.train, setup.mode,
+        overwrite=overwrite, world_size=world_size,
+    )  # fmt: skip
+
+
 def ensure_checkpoints(setup: Setup, finetune_missing: bool, world_size: int = 1) -> None:
     """Fine-tune the missing checkpoints where allowed; else fail, before any long work.
 
@@ -258,15 +269,7 @@ def ensure_checkpoints(setup: Setup, finetune_missing: bool, world_size: int = 1
             if setup.store.path(task).is_file():
                 log.info("%s: fine-tuned meanwhile by another job, reused", task)
                 continue
-            finetune_task(
-                task,
-                setup.bundle.visual,
-                setup.evaluator,
-                setup.store,
-                setup.train,
-                setup.mode,
-                world_size=world_size,
-            )
+            finetune_in_setup(setup, task, world_size=world_size)
 
 
 def sweep_group() -> str | None:

@@ -140,6 +140,16 @@ def discover(
     )
 
 
+def read_layout_file(layout: str, path: Path) -> StateDict:
+    """The weights of one non-linear checkpoint file of ``layout`` (the safe legacy readers for
+    the reference repos' pickles, the weights-only reader otherwise)."""
+    if layout == "tall_masks":
+        return read_tall_masks_checkpoint(path)
+    if layout in ("task_vectors", "tangent"):
+        return read_task_vectors_checkpoint(path)
+    return read_state_dict(path)
+
+
 def read_source(source: Source, pretrained: Mapping[str, torch.Tensor]) -> StateDict:
     """The source's fine-tuned open_clip ``visual`` state dict (theta), cast to the pretrained
     dtypes and checked against its keys and shapes."""
@@ -147,12 +157,8 @@ def read_source(source: Source, pretrained: Mapping[str, torch.Tensor]) -> State
         state = convert_clip_vision(source.path, projection=pretrained.get("proj"))
     elif source.linear:
         state = read_linear_checkpoint(source.path, pretrained).params
-    elif source.layout == "tall_masks":
-        state = read_tall_masks_checkpoint(source.path)
-    elif source.layout in ("task_vectors", "tangent"):
-        state = read_task_vectors_checkpoint(source.path)
     else:
-        state = read_state_dict(source.path)
+        state = read_layout_file(source.layout, source.path)
     extra = sorted(set(state) - set(pretrained))
     state = {k: v for k, v in state.items() if k in pretrained}
     check_shapes(
@@ -179,12 +185,8 @@ def check_same_pretrained(
     first = discovery.sources[0] if discovery.sources else None
     if first is not None and first.linear:
         zeroshot = read_linear_checkpoint(first.path, pretrained).params0
-    elif discovery.layout == "tall_masks":
-        zeroshot = read_tall_masks_checkpoint(discovery.zeroshot)
-    elif discovery.layout in ("task_vectors", "tangent"):
-        zeroshot = read_task_vectors_checkpoint(discovery.zeroshot)
     else:
-        zeroshot = read_state_dict(discovery.zeroshot)
+        zeroshot = read_layout_file(discovery.layout, discovery.zeroshot)
     worst = 0.0
     for key, value in pretrained.items():
         if key not in zeroshot:

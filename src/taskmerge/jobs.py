@@ -20,6 +20,7 @@ from taskmerge.entrypoints import (
     config_dict,
     ensure_checkpoints,
     finetune_command,
+    finetune_in_setup,
     instantiate,
     open_tracker,
     task_names,
@@ -30,7 +31,7 @@ from taskmerge.finetuning import FinetuningMode, check_forward
 from taskmerge.resume import ResultStore, job_key
 from taskmerge.store import CheckpointStore
 from taskmerge.tracking import write_results
-from taskmerge.training import finetune_task, finetuned_accuracies
+from taskmerge.training import finetuned_accuracies
 
 log = logging.getLogger("taskmerge")
 
@@ -97,15 +98,8 @@ def run_finetune(cfg: DictConfig) -> dict[str, Mapping[str, float]]:
                 setup.store.task_dir(task),
             )
             continue
-        done[task] = finetune_task(
-            task,
-            setup.bundle.visual,
-            setup.evaluator,
-            setup.store,
-            setup.train,
-            setup.mode,
-            overwrite=bool(cfg.overwrite),
-            world_size=cfg.world_size,
+        done[task] = finetune_in_setup(
+            setup, task, overwrite=bool(cfg.overwrite), world_size=cfg.world_size
         )
     return done
 
