@@ -32,8 +32,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from taskmerge.data.registry import TaskSpec
-from taskmerge.evaluation import TaskEvaluator, top1_accuracy
+from taskmerge.data.spec import TaskSpec
+from taskmerge.evaluate.evaluator import TaskEvaluator, open_evaluator, top1_accuracy
 from taskmerge.hardware import evaluation_precision, resolve_workers
 
 
@@ -107,10 +107,8 @@ def main() -> None:
         workers = max(1, resolve_workers("auto"))
         kwargs = dict(batch_size=args.batch, num_workers=workers, device=args.device,
                       precision=args.precision)  # fmt: skip
-        heads = work / "heads"
-        cached = TaskEvaluator(bundle, [spec], work, work, heads, tensor_dir=work / "tensors",
-                               decode_once=("test",), **kwargs)  # fmt: skip
-        plain = TaskEvaluator(bundle, [spec], work, work, heads, tensor_dir=None, **kwargs)
+        cached = open_evaluator(bundle, [spec], work, work, decode_once=("test",), **kwargs)
+        plain = open_evaluator(bundle, [spec], work, work, decode_once=(), **kwargs)
         state = bundle.visual.state_dict()
         encoder, head = cached.encoder_with(state), cached.head("Bench")
         tensors = torch.stack([bundle.preprocess(img) for img, _ in Folder(work / "images")])

@@ -20,7 +20,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from taskmerge.finetuning import AttentionOnly, FinetuningMode, Linearized, forward_module
+from taskmerge.finetune.modes import AttentionOnly, FinetuningMode, Linearized
+from taskmerge.models.forward import forward_module
 
 MODES = {"standard": FinetuningMode(), "attention": AttentionOnly(), "linear": Linearized()}
 

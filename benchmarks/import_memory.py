@@ -56,11 +56,11 @@ def worker(root: Path, count: int) -> None:
     """Import in this process; print the peak above the baseline as JSON."""
     import torch
 
-    from taskmerge.checkpoints import fingerprint
-    from taskmerge.finetuning import FinetuningMode, Linearized
-    from taskmerge.importing import import_checkpoints
-    from taskmerge.legacy import read_tall_masks_checkpoint
-    from taskmerge.store import CheckpointStore
+    from taskmerge.finetune.modes import FinetuningMode, Linearized
+    from taskmerge.interop.importer import import_checkpoints
+    from taskmerge.interop.readers import read_tall_masks_checkpoint
+    from taskmerge.io.digest import fingerprint
+    from taskmerge.store.checkpoints import CheckpointStore
 
     zeroshot = root / "single_task" / "ViT-B-32" / "CarsVal" / "nonlinear_zeroshot.pt"
     pretrained = {k: v.clone() for k, v in read_tall_masks_checkpoint(zeroshot).items()}

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from taskmerge.linearize import LinearizedEncoder, jvp_features
+from taskmerge.models.linearized import LinearizedEncoder, jvp_features
 
 
 def build(name: str) -> tuple[torch.nn.Module, torch.Tensor]:

@@ -104,7 +104,7 @@ def write_checkpoints(root: Path, shapes: dict, count: int) -> tuple[Path, list[
     """pretrained.safetensors and ``count`` fine-tuned checkpoints (theta0 + 0.01 noise)."""
     import torch
 
-    from taskmerge.checkpoints import save_state_dict
+    from taskmerge.io.tensors import save_state_dict
 
     gen = torch.Generator().manual_seed(0)
     pretrained = {n: torch.randn(s, generator=gen) * 0.02 for n, s in shapes.items()}
@@ -123,9 +123,12 @@ def write_checkpoints(root: Path, shapes: dict, count: int) -> tuple[Path, list[
 # --------------------------------------------------------------------------- one merge (worker)
 def lazy_merge(method: str, base: dict, paths: list[Path]) -> dict:
     """taskmerge: lazy task vectors + the method's merge."""
-    from taskmerge.merging import Consensus, TaskArithmetic, Ties, TSVMerge
+    from taskmerge.merging.arithmetic import TaskArithmetic
     from taskmerge.merging.isotropic import IsoC, IsoCTS
-    from taskmerge.task_vectors import TaskVector
+    from taskmerge.merging.mask_methods import Consensus
+    from taskmerge.merging.ties import Ties
+    from taskmerge.merging.tsv import TSVMerge
+    from taskmerge.vectors.task_vector import TaskVector
 
     merger = {
         "TA": lambda: TaskArithmetic(),

@@ -8,9 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = ROOT / "config"
-
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,23 +26,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "home"
 
 
-def compose(config_name: str = "config", overrides: list[str] | None = None):  # noqa: ANN201
-    """Compose a project config the way main.py / finetune.py do."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from taskmerge.entrypoints import register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return hydra_compose(config_name, overrides=overrides or [])
-
-
-def options(group: str) -> list[str]:
-    """Every option of a config group (one YAML file each)."""
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
-
-
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """Tiny tensors: intra-op threads only add contention on a busy machine."""
@@ -53,3 +33,39 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder (``paths.cache``) shared by the session: the tiny CLIP unpacked once."""
+    return tmp_path_factory.mktemp("tiny-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_cache: Path):  # noqa: ANN201 - a ClipBundle
+    """The shipped tiny CLIP, loaded once per session (treat it as read-only)."""
+    from taskmerge.models.tiny import load_tiny_clip
+
+    return load_tiny_clip(tiny_cache)
+
+
+@pytest.fixture(scope="session")
+def fabricated_home(tmp_path_factory: pytest.TempPathFactory, tiny_clip) -> Path:  # noqa: ANN001
+    """A TASKMERGE_HOME with fabricated standard checkpoints of the demo tasks Digits and Colors
+    (the tiny CLIP plus small random changes): merges run on it without any fine-tuning.
+    Tests that damage files copy it first."""
+    from taskmerge.finetune.modes import FinetuningMode
+    from taskmerge.io.digest import fingerprint
+    from taskmerge.store.checkpoints import CheckpointStore
+
+    home = tmp_path_factory.mktemp("home")
+    pretrained = tiny_clip.visual.state_dict()
+    store = CheckpointStore(
+        home / "checkpoints", tiny_clip.name, tiny_clip.pretrained, FinetuningMode(), pretrained,
+        fingerprint(pretrained),
+    )  # fmt: skip
+    for index, task in enumerate(("Digits", "Colors")):
+        gen = torch.Generator().manual_seed(index)
+        store.save(task, {k: v + 1e-3 * torch.randn(v.shape, generator=gen)
+                          for k, v in pretrained.items()})  # fmt: skip
+    return home

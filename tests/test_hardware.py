@@ -3,15 +3,14 @@ and accuracies at another precision kept apart from float32 ones."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from taskmerge import hardware
-from taskmerge.data.catalog import resolve_task_specs
+from taskmerge.data.task_lists import resolve_task_specs
 from taskmerge.errors import ConfigError
-from taskmerge.evaluation import TaskEvaluator
+from taskmerge.evaluate.evaluator import TaskEvaluator, open_evaluator
+from taskmerge.finetune.loop import TrainSettings
 from taskmerge.hardware import (
     check_precision,
     evaluation_precision,
@@ -19,7 +18,6 @@ from taskmerge.hardware import (
     resolve_workers,
 )
 from taskmerge.models.tiny import load_tiny_clip
-from taskmerge.training import TrainSettings
 
 
 @pytest.mark.parametrize(("cpus", "workers"), [(1, 0), (2, 1), (5, 4), (64, 8)])
@@ -65,10 +63,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 def evaluator(demo, precision: str) -> TaskEvaluator:  # noqa: ANN001
     bundle, root = demo
-    return TaskEvaluator(
-        bundle, resolve_task_specs(["Digits", "Colors"]), data_root=root / "data",
-        cache_dir=root, heads_dir=root / "heads", num_workers=0, precision=precision,
-        accuracy_dir=root / "accuracy",
+    return open_evaluator(
+        bundle, resolve_task_specs(["Digits", "Colors"]), root / "data", root, num_workers=0,
+        precision=precision,
     )  # fmt: skip
 
 
@@ -86,8 +83,9 @@ def test_bf16_evaluation_is_close_to_fp32_and_cached_apart(demo) -> None:  # noq
         exact_predicted, _ = exact.predictions(state, task, "test")
         agreement = (predicted == exact_predicted).float().mean().item()
         assert abs(low - reference) < 0.03 and agreement > 0.95, (task, low, reference)
-    stored = sorted(p.relative_to(demo[1] / "accuracy").as_posix()
-                    for p in Path(demo[1] / "accuracy").rglob("*.json"))  # fmt: skip
+    accuracy = next((demo[1] / "accuracy").glob("*/*"))  # <model>/<tag>-<fingerprint>
+    stored = sorted(p.relative_to(accuracy).as_posix()
+                    for p in accuracy.rglob("*.json"))  # fmt: skip
     assert stored == [
         "zeroshot/nonlinear+bf16/Colors-test.json", "zeroshot/nonlinear+bf16/Digits-test.json",
         "zeroshot/nonlinear/Colors-test.json", "zeroshot/nonlinear/Digits-test.json",

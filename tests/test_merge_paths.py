@@ -11,9 +11,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import taskmerge
-from taskmerge.checkpoints import save_state_dict
-from taskmerge.cli import merge_main
-from test_lazy_merging import write_checkpoints
+from taskmerge.app.merge_cli import merge_main
+from taskmerge.io.tensors import save_state_dict
+from tests.helpers.checkpoints import write_checkpoints
 
 
 @pytest.mark.parametrize(

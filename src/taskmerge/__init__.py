@@ -1,8 +1,8 @@
 """taskmerge: editing and merging fine-tuned models in weight space."""
 
 from taskmerge.api import merge, method_names
-from taskmerge.linearize import LinearizedEncoder
-from taskmerge.task_vectors import TaskVector
+from taskmerge.models.linearized import LinearizedEncoder
+from taskmerge.vectors.task_vector import TaskVector
 
 __version__ = "0.1.0"
 

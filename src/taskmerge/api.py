@@ -29,13 +29,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from taskmerge.checkpoints import StateDict, load_state_dict, read_metadata, save_state_dict
 from taskmerge.errors import CheckpointError, ConfigError
-from taskmerge.linearize import LinearizedEncoder
-from taskmerge.merging import MergeMethod, with_lines
-from taskmerge.merging.lines import LINES_KEYS
+from taskmerge.io.tensors import StateDict, load_state_dict, read_metadata, save_state_dict
+from taskmerge.merging.base import MergeMethod
+from taskmerge.merging.build import build_method
 from taskmerge.merging.registry import method_names, method_spec
-from taskmerge.task_vectors import TaskVector, check_same_mode
+from taskmerge.models.linearized import LinearizedEncoder
+from taskmerge.vectors.task_vector import TaskVector, check_same_mode
 
 Model = nn.Module | Mapping[str, torch.Tensor]
 Source = Model | str | Path
@@ -57,16 +57,12 @@ def _build(pretrained: Model, state: StateDict, return_state_dict: bool) -> Mode
 
 
 def make_method(method: str, **hyperparameters: Any) -> MergeMethod:
-    """Instantiate a merge method by its config name with its YAML keys.
+    """Instantiate a merge method by its config name with its YAML keys (nothing swept).
 
     ``apply_lines`` / ``tradeoff_target_weight`` wrap it in LiNeS at the given ``scaling_coef``
     (multi-task: beta; ``single_task``: alpha); bind it to the model before use.
     """
-    spec = method_spec(method)
-    lines = {key: hyperparameters.pop(key) for key in LINES_KEYS if key in hyperparameters}
-    coef = hyperparameters.get("scaling_coef")
-    merger = spec.factory(**hyperparameters)
-    return with_lines(merger, **lines, grid=[coef] if coef is not None else None)
+    return build_method(method, hyperparameters, fixed=True)
 
 
 def merge(

@@ -1,4 +1,5 @@
-"""The datasets the real-task loaders return: ``(PIL.Image, int)`` items, no transform applied.
+"""Image datasets: the ``(PIL.Image, int)`` items the task loaders return (no transform
+applied), the transform wrapper, and loaders.
 
 They are module-level classes holding plain data (arrays, paths, an Arrow table), so DataLoader
 workers can pickle them.
@@ -7,13 +8,23 @@ workers can pickle them.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-__all__ = ["ArrayImageDataset", "FileImageDataset", "HFImageDataset", "TransposedImages"]
+__all__ = [
+    "ArrayImageDataset",
+    "FileImageDataset",
+    "HFImageDataset",
+    "TransformedDataset",
+    "TransposedImages",
+    "make_loader",
+    "materialize",
+]
 
 
 class ArrayImageDataset(Dataset):
@@ -29,8 +40,6 @@ class ArrayImageDataset(Dataset):
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        from PIL import Image
-
         return Image.fromarray(self.images[index]), self.targets[index]
 
 
@@ -46,8 +55,6 @@ class FileImageDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        from PIL import Image
-
         path, label = self.samples[index]
         with Image.open(path) as image:
             image.load()
@@ -86,16 +93,54 @@ class TransposedImages(Dataset):
         return len(self.base)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        from PIL import Image
-
         image, label = self.base[index]
         return image.transpose(Image.Transpose.TRANSPOSE), label
 
 
+class TransformedDataset(Dataset):
+    """Applies an image transform to a dataset of (image, label) pairs."""
+
+    def __init__(self, base: Dataset, transform: Callable) -> None:
+        self.base = base
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.base[index]
+        if isinstance(image, Image.Image) and image.mode != "RGB":
+            image = image.convert("RGB")
+        return self.transform(image), label
+
+
+def materialize(dataset: Dataset, batch_size: int = 512) -> TensorDataset:
+    """Evaluate a dataset once into an in-memory ``TensorDataset``."""
+    images, labels = [], []
+    for batch_images, batch_labels in DataLoader(dataset, batch_size=batch_size):
+        images.append(batch_images)
+        labels.append(torch.as_tensor(batch_labels))
+    return TensorDataset(torch.cat(images), torch.cat(labels))
+
+
+def make_loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0, seed: int = 0
+) -> DataLoader:
+    """A DataLoader; in-memory tensor datasets skip worker processes."""
+    workers = 0 if isinstance(dataset, TensorDataset) else num_workers
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        generator=generator,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
 def _to_pil(value: Any) -> Any:
     """A PIL image from whatever an HF column holds (PIL image, bytes, dict with bytes, array)."""
-    from PIL import Image
-
     if isinstance(value, Image.Image):
         return value
     if isinstance(value, dict):

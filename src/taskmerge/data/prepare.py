@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taskmerge.checkpoints import write_json
 from taskmerge.data.real_tasks import RealTaskLoader
 from taskmerge.data.standard_tasks import ENTRY_BY_NAME, TaskEntry, TorchvisionHint
 from taskmerge.errors import DataNotFoundError
+from taskmerge.io.atomic import write_json
 
 MANIFEST = "taskmerge-data.json"
 

@@ -3,7 +3,7 @@
 Each task is declared once, in :mod:`taskmerge.data.standard_tasks` (class names, templates,
 epochs, layouts, Hugging Face sources, how to get it); this module turns the entries into specs.
 
-``REAL_TASKS[name]`` is a :class:`~taskmerge.data.registry.TaskSpec` whose ``load_split(root,
+``REAL_TASKS[name]`` is a :class:`~taskmerge.data.spec.TaskSpec` whose ``load_split(root,
 split)`` returns the official ``"train"`` or ``"test"`` split as a dataset of ``(PIL.Image, int)``
 with no transform applied (the caller wraps it with the model's preprocess). The task's native
 layouts under ``root`` are tried in order, then a local Hugging Face copy
@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from taskmerge.data.hf_copies import HFSource, load_hf_copy, locate_hf_copy
 from taskmerge.data.image_datasets import TransposedImages
-from taskmerge.data.registry import TaskSpec
+from taskmerge.data.spec import TaskSpec
 from taskmerge.data.standard_tasks import ENTRIES, ENTRY_BY_NAME, TaskEntry
 from taskmerge.errors import DataNotFoundError
 

@@ -1,9 +1,17 @@
-"""The reference Val protocol: 10% of the training set (at most 5000 samples), seed 0."""
+"""A task's three splits: the reference Val protocol (10% of the official training set, at most
+5000 samples, seed 0) carved out of train, and the official test split."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 from torch.utils.data import Dataset, Subset
+
+from taskmerge.data.image_datasets import TransformedDataset, materialize
+from taskmerge.data.spec import TaskSpec
 
 VAL_FRACTION = 0.1
 MAX_VAL_SAMPLES = 5000
@@ -28,3 +36,32 @@ def split_train_val(dataset: Dataset, seed: int = SPLIT_SEED) -> tuple[Subset, S
         dataset, [total - val_size, val_size], generator=generator
     )
     return train, val
+
+
+@dataclass
+class TaskSplits:
+    """The three splits of one task, preprocessed for one model."""
+
+    name: str
+    train: Dataset
+    val: Dataset
+    test: Dataset
+
+
+def load_task_splits(
+    spec: TaskSpec, data_root: str | Path, preprocess: Callable, preload: bool = False
+) -> TaskSplits:
+    """Official train split minus Val (10%, at most 5000, seed 0), Val, and the test split.
+
+    Args:
+        preload: Run the preprocessing once and keep the tensors in memory (for small data sets
+            such as the offline demo; the real ones are streamed).
+    """
+    root = Path(data_root).expanduser()
+    train_full = spec.load_split(root, "train")
+    test = spec.load_split(root, "test")
+    train, val = split_train_val(train_full)
+    splits = [TransformedDataset(part, preprocess) for part in (train, val, test)]
+    if preload:
+        splits = [materialize(part) for part in splits]
+    return TaskSplits(spec.name, *splits)

@@ -5,7 +5,7 @@ An entry holds everything about its task: class names (constants of
 fine-tuning epochs, the native on-disk layouts in the order they are tried, the Hugging Face
 repositories holding a copy, and how to get the data. :data:`ENTRIES` lists them in the standard
 order (the 8, 14 and 20-task benchmarks are its prefixes; it equals
-``taskmerge.data.registry.STANDARD_TASKS``, which a test checks). Adding a task is adding one entry
+``taskmerge.data.spec.STANDARD_TASKS``, which a test checks). Adding a task is adding one entry
 (and its class names to :mod:`taskmerge.data.classnames`); to make it part of the standard order,
 its name also goes into ``STANDARD_TASKS``. This module is longer than the others on purpose: it is
 one concept, the table of tasks.

@@ -9,7 +9,7 @@ from taskmerge.errors import ConfigError
 from taskmerge.merging.base import Candidate, MergeMethod, check_percentage
 from taskmerge.merging.registry import register_method
 from taskmerge.merging.tensorwise import each_parameter, parameter_names, running_sum
-from taskmerge.task_vectors import TaskVector
+from taskmerge.vectors.task_vector import TaskVector
 
 
 def task_arithmetic(task_vectors: Sequence[TaskVector]) -> TaskVector:

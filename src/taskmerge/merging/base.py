@@ -16,11 +16,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from taskmerge.checkpoints import StateDict
 from taskmerge.errors import ConfigError
-from taskmerge.merging.selection import Reference
+from taskmerge.io.tensors import StateDict
 from taskmerge.merging.tensorwise import DerivedStateDict
-from taskmerge.task_vectors import TaskVector
+from taskmerge.metrics import Reference, SplitMetrics
+from taskmerge.vectors.task_vector import TaskVector
+
+#: A method's derived metrics of one candidate (``target/top1``: names without the split).
+Derived = Mapping[str, float]
+#: A candidate's hyperparameters.
+Hyper = Mapping[str, Any]
 
 
 @dataclass
@@ -51,7 +56,7 @@ class AffineFamily:
 
     Through the linearized forward the features of such a candidate are f0 + sum_k c_k J d_k,
     so the whole grid is scored from one JVP per direction
-    (:meth:`taskmerge.evaluation.TaskEvaluator.affine_accuracies`).
+    (:meth:`taskmerge.evaluate.evaluator.TaskEvaluator.affine_accuracies`).
     """
 
     directions: list[dict[str, torch.Tensor]]
@@ -133,16 +138,15 @@ class MergeMethod:
         """
         return self
 
-    def derived_metrics(
-        self, metrics: Mapping[str, Any], split: str, reference: Reference
-    ) -> dict[str, float]:
-        """Extra metrics of an evaluated candidate (e.g. target vs control); default none."""
+    def derived_metrics(self, metrics: SplitMetrics, reference: Reference) -> dict[str, float]:
+        """Extra metrics of an evaluated candidate (e.g. ``target/top1``, names without the
+        split), from its accuracies and the split's references; default none."""
         return {}
 
-    def score(self, metrics: Mapping[str, Any]) -> float | None:
+    def score(self, metrics: SplitMetrics, derived: Derived, hyper: Hyper) -> float | None:
         """The Val criterion maximised by the sweep (ties: first grid point); None excludes the
         candidate. Default: the mean normalized accuracy."""
-        return metrics["val/avg/normalized_top1"]
+        return metrics.mean_normalized
 
     def details(self) -> dict[str, Any]:
         """What the results JSON should record about the method beyond its hyperparameters."""

@@ -74,7 +74,7 @@ from taskmerge.merging.tensorwise import (
     shape_of,
 )
 from taskmerge.merging.tsv import is_svd_target, polar_factor, top_factors
-from taskmerge.task_vectors import TaskVector
+from taskmerge.vectors.task_vector import TaskVector
 
 Vector = Mapping[str, torch.Tensor]
 DEFAULT_COMMON_SPACE_FRACTION = 0.8

@@ -34,15 +34,15 @@ import torch
 from torch import nn
 
 from taskmerge.errors import ConfigError
-from taskmerge.merging.base import AffineFamily, Candidate, MergeMethod
+from taskmerge.merging.base import AffineFamily, Candidate, Derived, Hyper, MergeMethod
 from taskmerge.merging.registry import lines_methods, method_specs
-from taskmerge.merging.selection import (
-    Reference,
+from taskmerge.merging.target_control import (
     target_and_controls,
     target_control_metrics,
     tradeoff_score,
 )
-from taskmerge.task_vectors import TaskVector
+from taskmerge.metrics import Reference, SplitMetrics
+from taskmerge.vectors.task_vector import TaskVector
 
 Vector = Mapping[str, torch.Tensor]
 
@@ -250,20 +250,20 @@ class LiNeS(MergeMethod):
             state = TaskVector(scaled).apply_to_state_dict(pretrained, 1.0)
             yield Candidate({"alpha": alpha, "beta": beta}, state)
 
-    def derived_metrics(
-        self, metrics: Mapping[str, Any], split: str, reference: Reference
-    ) -> dict[str, float]:
+    def derived_metrics(self, metrics: SplitMetrics, reference: Reference) -> dict[str, float]:
         """Editing: target vs control metrics and the trade-off; else the method's own."""
         if not self.editing:
-            return self.method.derived_metrics(metrics, split, reference)
+            return self.method.derived_metrics(metrics, reference)
         target, controls = target_and_controls(reference.tasks, self.method.task_index)  # type: ignore[attr-defined]
-        out = target_control_metrics(metrics, split, target, controls, reference)
-        out[f"{split}/tradeoff"] = tradeoff_score(out, split, self.tradeoff_target_weight)
+        out = target_control_metrics(metrics, target, controls, reference)
+        out["tradeoff"] = tradeoff_score(out, self.tradeoff_target_weight)
         return out
 
-    def score(self, metrics: Mapping[str, Any]) -> float | None:
+    def score(self, metrics: SplitMetrics, derived: Derived, hyper: Hyper) -> float | None:
         """Editing: the trade-off on Val; multi-task: the method's criterion."""
-        return metrics["val/tradeoff"] if self.editing else self.method.score(metrics)
+        if self.editing:
+            return derived["tradeoff"]
+        return self.method.score(metrics, derived, hyper)
 
     def natural_bounds(self) -> dict[str, tuple[float | None, float | None]]:
         """Editing: alpha is a fraction in [0, 1]; multi-task: beta is at least 0."""

@@ -1,7 +1,7 @@
 """Merge methods built on masks: magnitude masking, TALL masks and Consensus (arXiv:2405.07813).
 
 The mask math is :mod:`taskmerge.merging.masks`; where mask files live and how they are
-written and read is :mod:`taskmerge.merging.mask_store`. Every class streams over the tasks one
+written and read is :mod:`taskmerge.merging.mask_files`. Every class streams over the tasks one
 parameter at a time (never the T masks of the whole model at once).
 """
 
@@ -16,15 +16,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from taskmerge.checkpoints import require_keys
 from taskmerge.errors import ConfigError
+from taskmerge.io.checks import require_keys
+from taskmerge.io.packed_masks import MaskFile
 from taskmerge.merging.base import (
     Candidate,
     MergeMethod,
     check_non_negative,
     check_percentage,
 )
-from taskmerge.merging.mask_store import MaskFile, MaskFiles, multitask_tag
+from taskmerge.merging.mask_files import MaskFiles, multitask_tag
 from taskmerge.merging.masks import (
     Mask,
     Vector,
@@ -43,7 +44,7 @@ from taskmerge.merging.tensorwise import (
     parameter_names,
     shape_of,
 )
-from taskmerge.task_vectors import TaskVector
+from taskmerge.vectors.task_vector import TaskVector
 
 MaskSource = Callable[[str, str], torch.Tensor]  # (task, parameter) -> bool tensor
 

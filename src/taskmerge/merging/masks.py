@@ -12,7 +12,7 @@ Everything works tensor by tensor, streaming over the tasks: a "vector" is a map
 parameter name to tensor, in memory or lazy (:mod:`taskmerge.merging.tensorwise`). The helpers
 that return one mask per task (:func:`tall_masks`) are for small inputs; the method classes
 (:mod:`taskmerge.merging.mask_methods`) never hold more than one parameter's masks. Mask files
-are :mod:`taskmerge.merging.mask_store`.
+are :mod:`taskmerge.merging.mask_files`.
 """
 
 from __future__ import annotations

@@ -23,15 +23,15 @@ from typing import Any
 from torch import nn
 
 from taskmerge.errors import ConfigError
-from taskmerge.merging.base import MergeMethod
+from taskmerge.merging.base import Derived, Hyper, MergeMethod
 from taskmerge.merging.registry import register_method
-from taskmerge.merging.selection import (
-    Reference,
+from taskmerge.merging.target_control import (
     meets_control_threshold,
     target_and_controls,
     target_control_metrics,
 )
-from taskmerge.task_vectors import TaskVector
+from taskmerge.metrics import Reference, SplitMetrics
+from taskmerge.vectors.task_vector import TaskVector
 
 SELECTIONS = ("min_target", "largest_coef")
 #: ``np.linspace(0, 1, 21)`` of the reference.
@@ -90,24 +90,20 @@ class TaskNegation(MergeMethod):
         target, _ = target_and_controls(list(task_vectors), self.task_index, self.control_tasks)
         return -task_vectors[target]
 
-    def derived_metrics(
-        self, metrics: Mapping[str, Any], split: str, reference: Reference
-    ) -> dict[str, float]:
+    def derived_metrics(self, metrics: SplitMetrics, reference: Reference) -> dict[str, float]:
         """Target accuracy and its drops, control accuracy and whether it meets the threshold."""
         target, controls = target_and_controls(reference.tasks, self.task_index, self.control_tasks)
-        out = target_control_metrics(metrics, split, target, controls, reference)
-        out[f"{split}/control/meets_threshold"] = float(
-            meets_control_threshold(out, split, self.control_threshold)
-        )
+        out = target_control_metrics(metrics, target, controls, reference)
+        out["control/meets_threshold"] = float(meets_control_threshold(out, self.control_threshold))
         return out
 
-    def score(self, metrics: Mapping[str, Any]) -> float | None:
+    def score(self, metrics: SplitMetrics, derived: Derived, hyper: Hyper) -> float | None:
         """None below the control threshold; else -target top-1 or alpha (see ``selection``)."""
-        if not metrics["val/control/meets_threshold"]:
+        if not derived["control/meets_threshold"]:
             return None
         if self.selection == "largest_coef":
-            return float(metrics["hyperparameters"]["scaling_coef"])
-        return -metrics["val/target/top1"]
+            return float(hyper["scaling_coef"])
+        return -derived["target/top1"]
 
     def details(self) -> dict[str, Any]:  # noqa: D102
         return {

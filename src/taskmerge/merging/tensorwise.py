@@ -1,7 +1,7 @@
 """Tensor-by-tensor building blocks shared by the merge methods (bounded memory).
 
 A "vector" is a mapping from parameter name to tensor: a dict in memory or a lazy mapping that
-reads one tensor per lookup (:class:`taskmerge.lazy_vectors.LazyTaskVector`). Every method
+reads one tensor per lookup (:class:`taskmerge.vectors.lazy.LazyTaskVector`). Every method
 loops over parameter names and, inside, streams over the tasks, reading ``vector[name]`` once per
 use and dropping it before the next task: the working set is one parameter tensor times a small
 constant, whatever the number of tasks. In-memory and lazy vectors run the same code.
@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
-from taskmerge.task_vectors import apply_delta
+from taskmerge.vectors.task_vector import apply_delta
 
 Vector = Mapping[str, torch.Tensor]
 

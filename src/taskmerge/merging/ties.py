@@ -35,7 +35,7 @@ from taskmerge.merging.base import MergeMethod, check_percentage
 from taskmerge.merging.registry import register_method
 from taskmerge.merging.streaming import trim_thresholds
 from taskmerge.merging.tensorwise import each_parameter, parameter_names, running_sum
-from taskmerge.task_vectors import TaskVector
+from taskmerge.vectors.task_vector import TaskVector
 
 Vector = Mapping[str, torch.Tensor]
 AGGREGATIONS = ("mean", "sum")

@@ -42,8 +42,8 @@ from typing import Any
 
 import torch
 
-from taskmerge.checkpoints import require_keys
 from taskmerge.errors import ConfigError
+from taskmerge.io.checks import require_keys
 from taskmerge.merging.base import Candidate, MergeMethod
 from taskmerge.merging.registry import register_method
 from taskmerge.merging.tensorwise import (
@@ -55,7 +55,7 @@ from taskmerge.merging.tensorwise import (
     running_sum,
     shape_of,
 )
-from taskmerge.task_vectors import TaskVector
+from taskmerge.vectors.task_vector import TaskVector
 
 Vector = Mapping[str, torch.Tensor]
 ORTHOGONALIZATIONS = ("polar", "whiten")
@@ -360,7 +360,6 @@ class TSVMerge(MergeMethod):
                 f"method.orthogonalize must be one of {ORTHOGONALIZATIONS}, got {orthogonalize!r}"
             )
         self.orthogonalize, self.sv_reduction = orthogonalize, sv_reduction
-        self.name = "TSVM" if orthogonalize == "polar" else "TSVM_2"
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
         vectors = [tv.vector for tv in task_vectors.values()]

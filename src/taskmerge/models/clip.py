@@ -88,7 +88,7 @@ def resolve_pretrained(name: str, pretrained: str, cache_dir: str | None = None)
         if not path.is_file():
             raise CheckpointError(f"model.pretrained={pretrained}: no such weight file")
         if path.suffix != ".safetensors":  # a pickle: read through the weights-only loader first
-            from taskmerge.checkpoints import load_state_dict
+            from taskmerge.io.tensors import load_state_dict
 
             load_state_dict(path)
         return str(path)

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from taskmerge.checkpoints import save_state_dict
-from taskmerge.data.registry import TaskSpec
+from taskmerge.data.spec import TaskSpec
 from taskmerge.errors import CheckpointError
+from taskmerge.io.tensors import save_state_dict
 from taskmerge.models.clip import ClipBundle
 
 
@@ -71,3 +71,30 @@ def cached_zeroshot_head(
         )
         save_state_dict({"weight": weight}, path, {"task": spec.name})
     return ClassificationHead(weight)
+
+
+class HeadBank:
+    """The zero-shot heads of a run's tasks: built from the text tower once, cached on disk
+    (one ``<Task>.safetensors`` per task in ``directory``, which must identify the model and its
+    pretrained weights), kept on ``device``."""
+
+    def __init__(
+        self,
+        bundle: ClipBundle,
+        specs: Sequence[TaskSpec],
+        directory: str | Path,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.bundle = bundle
+        self.specs = {spec.name: spec for spec in specs}
+        self.directory = Path(directory).expanduser()
+        self.device = device
+        self._heads: dict[str, ClassificationHead] = {}
+
+    def head(self, task: str) -> ClassificationHead:
+        """The zero-shot head of a task."""
+        if task not in self._heads:
+            path = self.directory / f"{task}.safetensors"
+            head = cached_zeroshot_head(self.bundle, self.specs[task], path, self.device)
+            self._heads[task] = head.to(self.device)
+        return self._heads[task]

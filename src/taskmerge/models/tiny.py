@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from safetensors.torch import load
 
-from taskmerge.checkpoints import save_state_dict
-from taskmerge.data.datasets import ImageArrayDataset, TransformedDataset, materialize
 from taskmerge.data.demo_tasks import GENERATOR_VERSION
+from taskmerge.data.image_datasets import ArrayImageDataset, TransformedDataset, materialize
+from taskmerge.io.tensors import save_state_dict
 from taskmerge.models.clip import ClipBundle, load_clip
+from taskmerge.store.layout import CacheLayout
 
 TINY_MODEL_NAME = "taskmerge-tiny"
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -44,7 +45,7 @@ def _asset_digest() -> str:
 
 def tiny_weights_path(cache_dir: str | Path, pretrain_steps: int = 1500) -> Path:
     """A ready-to-load weight file: the shipped asset unpacked into the cache, or a fresh run."""
-    cache_dir = Path(cache_dir).expanduser() / "tiny"
+    cache_dir = CacheLayout(Path(cache_dir)).tiny
     if ASSET.is_file():
         target = cache_dir / f"{TINY_MODEL_NAME}-{_asset_digest()}.safetensors"
         if not target.is_file():
@@ -74,7 +75,7 @@ def pretrain_tiny_state_dict(
 
     def preprocess_batch(images: np.ndarray) -> torch.Tensor:
         labels = np.zeros(len(images), np.int64)
-        dataset = TransformedDataset(ImageArrayDataset(images, labels), preprocess)
+        dataset = TransformedDataset(ArrayImageDataset(images, labels), preprocess)
         return materialize(dataset).tensors[0]
 
     tokenizer = open_clip.get_tokenizer(TINY_MODEL_NAME)

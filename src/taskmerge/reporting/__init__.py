@@ -9,21 +9,15 @@
 One table per setting (model, pretrained weights, task list); rows are method x fine-tuning
 mode (x evaluation forward where it is not the mode's own) x LiNeS, columns each task's Test
 top-1, the means (absolute, normalized), the chosen hyperparameters, and the published figure
-of the same setting (:mod:`taskmerge.published`) with the difference. ``report.py`` at the
+of the same setting (:mod:`taskmerge.reporting.published`) with the difference. ``report.py`` at the
 repository root is the command line. Modules: :mod:`.runs` (collecting, building),
 :mod:`.cells` (formatting), :mod:`.render` (Markdown, CSV, LaTeX), :mod:`.output` (plots,
 files, W&B).
 """
 
 from taskmerge.reporting.cells import format_hyperparameters
-from taskmerge.reporting.output import (
-    log_wandb,
-    plot_modes,
-    plot_per_task,
-    plot_val_curves,
-    wandb_table_data,
-    write_report,
-)
+from taskmerge.reporting.files import log_wandb, wandb_table_data, write_report
+from taskmerge.reporting.plots import plot_modes, plot_per_task, plot_val_curves
 from taskmerge.reporting.render import (
     latex_escape,
     render_csv,

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskmerge.published import Figure, lookup
 from taskmerge.reporting.cells import _pct, _short, format_hyperparameters
+from taskmerge.reporting.published import Figure, lookup
 
 RESULTS_FILE = "results.json"
 #: Display order of the methods (others follow, alphabetically).
@@ -350,7 +350,8 @@ def _disambiguate(rows: list[Row]) -> None:
 
 def _method_config(run: Run | None) -> dict[str, Any]:
     config = dict((run.results.get("config", {}) if run else {}).get("method", {}) or {})
-    config.pop("_target_", None)
+    config.pop("_target_", None)  # results written before methods were named
+    config.pop("name", None)
     return config
 
 
@@ -362,9 +363,10 @@ def grid_edge_of(run: Run) -> dict[str, Any] | None:
     if "grid_edge" in results:
         edge = results["grid_edge"]
     elif len(results.get("sweep") or []) >= 3:
-        from taskmerge.grid_edges import grid_edge
+        from taskmerge.experiment.grid_edges import grid_edge
 
-        edge = grid_edge(results["sweep"], results.get("hyperparameters") or {}, _BOUNDS)
+        points = [point.get("hyperparameters", {}) for point in results["sweep"]]
+        edge = grid_edge(points, results.get("hyperparameters") or {}, _BOUNDS)
     else:
         edge = None
     if not edge:

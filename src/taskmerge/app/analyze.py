@@ -1,0 +1,89 @@
+"""``analyze.py``: analyses of fine-tuned task vectors, the weight-disentanglement error of a
+task pair (one heatmap per fine-tuning mode / forward)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from omegaconf import DictConfig
+
+from taskmerge.analysis.disentanglement import coefficient_grid, disentanglement_error
+from taskmerge.app.config import config_dict, open_tracker, run_dir, task_names
+from taskmerge.app.workspace import Workspace
+from taskmerge.errors import ConfigError
+from taskmerge.io.atomic import write_json
+from taskmerge.models.forward import check_forward
+from taskmerge.reporting.plots import plot_heatmaps
+
+log = logging.getLogger("taskmerge")
+
+
+def analysis_modes(cfg: DictConfig) -> list[tuple[DictConfig | None, str | None]]:
+    """``analysis.modes`` as (finetuning config, forward) pairs; ``[(None, None)]`` (the
+    configured mode and ``eval_forward``) when unset. ``name@forward`` casts."""
+    entries = cfg.analysis.get("modes")
+    if not entries:
+        return [(None, None)]
+    from hydra import compose
+
+    pairs = []
+    for entry in entries:
+        name, _, forward = str(entry).partition("@")
+        try:
+            node = compose(config_name="analyze", overrides=[f"finetuning={name}"]).finetuning
+        except Exception as exc:  # noqa: BLE001 - Hydra's own message names the options
+            first = str(exc).splitlines()[0]
+            raise ConfigError(
+                f"analysis.modes: {entry!r} is not a finetuning option ({first})"
+            ) from None
+        pairs.append((node, check_forward(forward) if forward else None))
+    return pairs
+
+
+def analyze_job(cfg: DictConfig) -> dict[str, Any]:
+    """The disentanglement error of the first two tasks, per mode; the heatmaps (one figure),
+    ``disentanglement.json`` and the tracker."""
+    directory = run_dir()
+    names = task_names(cfg)
+    if len(names) < 2:
+        raise ConfigError(f"the disentanglement error needs two tasks, got {names}: set DATASETS")
+    pair = names[:2]
+    analysis = cfg.analysis
+    grid = coefficient_grid(analysis.grid_min, analysis.grid_max, analysis.grid_points)
+    modes = analysis_modes(cfg)
+    tracker = open_tracker(cfg, directory)
+    try:
+        results = []
+        for node, forward in modes:
+            workspace = Workspace.open(cfg, node, forward, pair)
+            workspace.ensure_checkpoints(cfg.finetune_missing, cfg.world_size)
+            vectors = [dict(workspace.store.task_vector(task).vector) for task in pair]
+            evaluator, mode = workspace.evaluator, workspace.mode
+            result = disentanglement_error(
+                evaluator, workspace.pretrained, vectors, pair, grid, analysis.split
+            )
+            cast = evaluator.forward != mode.forward
+            result.label = mode.name + (f" ({evaluator.forward} forward)" if cast else "")
+            result.info = {"finetuning": mode.name, "eval_forward": evaluator.forward}
+            results.append(result)
+            key = result.label.replace(" ", "_")
+            tracker.log({f"disentanglement/{key}/mean_xi": float(result.xi.mean())})
+        figure = plot_heatmaps(results, directory / "disentanglement.png")
+        tracker.log_image("disentanglement/heatmaps", figure)
+        summary = {
+            "analysis": "disentanglement",
+            "tasks": pair,
+            "split": analysis.split,
+            "results": [r.to_json() for r in results],
+            "figure": str(figure),
+            "config": config_dict(cfg),
+            "complete": True,
+        }
+        write_json(summary, directory / "disentanglement.json")
+    finally:
+        tracker.finish()
+    for item in summary["results"]:
+        log.info("%s: mean xi %.4f (max %.4f)", item["label"], item["mean_xi"], item["max_xi"])
+    log.info("heatmaps in %s, values in %s", figure, directory / "disentanglement.json")
+    return summary

@@ -1,0 +1,37 @@
+"""The one opening of the root scripts: ``run(__file__, "config", merge_job)``.
+
+Sets the default home (``<repo>/cache``), registers the config resolvers, checks the command
+line before Hydra starts (one line, exit 2, for an unknown option or an unwritable output
+directory), then runs the job as a Hydra app whose user errors are one line too.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from taskmerge.app.command_line import check_command_line
+from taskmerge.app.config import register_resolvers, set_default_home
+from taskmerge.app.errors import user_errors
+
+
+def run(script: str, config_name: str, job: Callable[[DictConfig], Any]) -> None:
+    """Run ``job`` as the Hydra app of the root script ``script`` (its ``config/`` folder holds
+    ``<config_name>.yaml``)."""
+    root = Path(script).resolve().parent
+    set_default_home(root)
+    register_resolvers()
+    config_dir = root / "config"
+    check_command_line(config_dir, config_name, sys.argv[1:])
+
+    @functools.wraps(job)
+    def task(cfg: DictConfig) -> Any:
+        return user_errors(job)(cfg)
+
+    hydra.main(config_path=str(config_dir), config_name=config_name, version_base="1.3")(task)()

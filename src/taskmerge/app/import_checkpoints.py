@@ -1,0 +1,57 @@
+"""``import_checkpoints.py``: import published fine-tuned checkpoints (a folder, a file, or a
+Hugging Face repository) into taskmerge's layout, never executing a pickle."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from taskmerge.app.config import task_names
+from taskmerge.app.workspace import load_pretrained
+from taskmerge.data.task_lists import resolve_task_specs
+from taskmerge.errors import CheckpointError
+from taskmerge.finetune.modes import FinetuningMode, Linearized
+from taskmerge.interop import importer
+from taskmerge.interop.hub import fetch, parse_hub_source
+
+log = logging.getLogger("taskmerge")
+
+
+def import_job(cfg: DictConfig) -> importer.ImportReport:
+    """Fetch (``hf://``) or read the source and import it; log what was imported."""
+    explicit = [cfg.task] if cfg.task else (list(cfg.DATASETS) if cfg.DATASETS else None)
+    if explicit:
+        resolve_task_specs(explicit)
+    source = str(cfg.source)
+    hub = parse_hub_source(source)
+    if hub is None and not Path(source).expanduser().exists():
+        raise CheckpointError(f"source={source} does not exist: give a folder, a file or hf://...")
+    model = load_pretrained(cfg)
+    if hub is not None:
+        fusion = "/" not in hub
+        root = fetch(source, model.bundle.name, (explicit or task_names(cfg)) if fusion else [])
+    else:
+        root = Path(source).expanduser()
+    standard = model.store(cfg.paths.checkpoints, FinetuningMode())
+    if cfg.task:  # one plain state-dict file
+        if not root.is_file():
+            raise CheckpointError(f"source={root} is not a file: task= imports one state dict")
+        importer.import_one(
+            importer.Source(cfg.task, root, "open_clip"),
+            standard,
+            importer.Discovery("open_clip", []),
+        )
+        report = importer.ImportReport(imported=[cfg.task])
+    else:
+        linear = model.store(cfg.paths.checkpoints, Linearized())
+        report = importer.import_checkpoints(
+            root, model.bundle.name, standard, linear, explicit, cfg.layout
+        )
+    where = standard.layout.mode_dir
+    log.info("imported %s; unchanged %s", report.imported or "-", report.skipped or "-")
+    if report.masks:
+        log.info("published TALL masks %s -> %s", report.masks, standard.mask_dir)
+    log.info("checkpoints in %s (fine-tuned accuracies are measured on first use)", where)
+    return report

@@ -1,0 +1,119 @@
+"""``main.py``: merge the fine-tuned encoders, choose the hyperparameters on Val, evaluate the
+chosen model once on Test, and write the results."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from taskmerge.app.config import config_dict, method_from_config, open_tracker, run_dir
+from taskmerge.app.workspace import Workspace
+from taskmerge.evaluate.references import finetuned_accuracies, zeroshot_accuracies
+from taskmerge.experiment.records import avg_log, sweep_log
+from taskmerge.experiment.results import (
+    logged_test,
+    results_json,
+    summary_of,
+    write_results,
+)
+from taskmerge.experiment.run import MergeOutcome, make_references, run_merge
+from taskmerge.io.atomic import check_writable
+from taskmerge.merging.base import MergeMethod
+from taskmerge.metrics import Reference
+from taskmerge.reporting.plots import plot_run_sweep
+from taskmerge.reporting.tracking import Tracker
+from taskmerge.store.layout import CacheLayout
+from taskmerge.store.results import ResultStore, job_key
+
+log = logging.getLogger("taskmerge")
+
+
+def merge_job(cfg: DictConfig) -> float:
+    """One merge experiment, top to bottom; returns the mean normalized Test top-1."""
+    directory = run_dir()
+    check_writable(directory)
+    method = method_from_config(cfg.method)
+    workspace = Workspace.open(cfg)
+    method = method.bind(workspace.encoder, workspace.tasks, mask_dir=workspace.store.mask_dir)
+    workspace.ensure_checkpoints(cfg.finetune_missing, cfg.world_size)
+    task_vectors = workspace.store.task_vectors(workspace.tasks)  # every checkpoint checked now
+    config = config_dict(cfg)
+    key = job_key(config, {t: workspace.store.path(t) for t in workspace.tasks})
+    finished = ResultStore(CacheLayout(Path(cfg.paths.cache)).results)
+    tracker = open_tracker(cfg, directory)
+    try:
+        reused = None if cfg.get("force") else finished.get(key)
+        if reused is not None:
+            results = publish_reused(reused, key, finished.path(key), directory, tracker)
+        else:
+            references = measure_references(workspace, method)
+            outcome = run_merge(
+                method, workspace.pretrained, task_vectors, workspace.evaluator, references,
+                on_point=lambda step, point: tracker.log(sweep_log(point), step=step),
+            )  # fmt: skip
+            results = results_json(outcome, job_info(workspace, config, key))
+            publish(results, outcome, directory, tracker)
+            finished.put(key, results)
+    finally:
+        tracker.finish()
+    return summarize(results, directory)
+
+
+def measure_references(workspace: Workspace, method: MergeMethod) -> dict[str, Reference]:
+    """The fine-tuned accuracies (measured by this project, stored with the checkpoints) and,
+    when the method needs them, the zero-shot ones."""
+    finetuned = finetuned_accuracies(workspace.store, workspace.evaluator, workspace.tasks)
+    zeroshot = None
+    if method.needs_zeroshot:
+        zeroshot = zeroshot_accuracies(workspace.evaluator, workspace.pretrained)
+    return make_references(workspace.tasks, finetuned, zeroshot)
+
+
+def job_info(workspace: Workspace, config: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """What ``results.json`` records about the job beyond the merge itself."""
+    return {
+        "model": workspace.model.bundle.name,
+        "pretrained": workspace.model.bundle.pretrained,
+        "finetuning": workspace.mode.name,
+        "eval_forward": workspace.evaluator.forward,
+        "eval_precision": workspace.evaluator.precision,
+        "config": dict(config),
+        "job_key": key,
+    }
+
+
+def publish(
+    results: Mapping[str, Any], outcome: MergeOutcome, directory: Path, tracker: Tracker
+) -> None:
+    """``results.json``, ``sweep.png`` and the tracker's Test metrics and summary."""
+    write_results(results, directory)
+    plot_run_sweep(results, directory / "sweep.png")
+    tracker.log(logged_test(outcome))
+    tracker.summary(summary_of(outcome))
+
+
+def publish_reused(
+    reused: dict[str, Any], key: str, source: Path, directory: Path, tracker: Tracker
+) -> dict[str, Any]:
+    """The complete results of an identical earlier job, written as this job's (marked reused)."""
+    reused["reused"] = {"key": key, "from": str(source)}
+    write_results(reused, directory)
+    tracker.summary({"reused": True, **avg_log(reused["test"]["avg"], "test")})
+    log.info("%s: complete results of this job exist, reused (force=true redoes it)",
+             reused["method"])  # fmt: skip
+    return reused
+
+
+def summarize(results: Mapping[str, Any], directory: Path) -> float:
+    """Log the job's outcome in one line; return its mean normalized Test top-1."""
+    test = results["test"]["avg"]
+    log.info(
+        "%s on %d tasks: test top-1 %.2f%%, normalized %.2f%% (chosen %s); results in %s",
+        results["method"], len(results["tasks"]), 100 * test["top1"],
+        100 * test["normalized_top1"], results["hyperparameters"], directory / "results.json",
+    )  # fmt: skip
+    return float(test["normalized_top1"])

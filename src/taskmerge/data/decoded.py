@@ -1,0 +1,117 @@
+"""Decode once: evaluation splits kept as uint8 image arrays, normalized on the device.
+
+A sweep scores every candidate on every task's Val split. Decoding and resizing the same images
+for each candidate dominates the evaluation of real datasets, so the deterministic part of the
+model's preprocessing (resize, center crop, RGB) is applied once and its result stored as a
+``uint8`` array ``(N, 3, H, W)`` in a ``.npy`` file read memory-mapped; each batch is then
+converted to float, divided by 255 and normalized on the evaluation device, exactly what the
+preprocessing's ``ToTensor`` + ``Normalize`` compute. The file is written atomically and named by
+the task, split, sample count, data root and preprocessing, so another copy of the data or
+another model never reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from taskmerge.io.atomic import atomic_path
+
+
+def split_preprocess(preprocess: Callable) -> tuple[Callable, torch.Tensor, torch.Tensor] | None:
+    """``(geometric part, mean, std)`` of a ``Compose([... , ToTensor, Normalize])``; None when
+    the preprocessing has another structure (then nothing is cached)."""
+    transforms = list(getattr(preprocess, "transforms", []))
+    if len(transforms) < 2:
+        return None
+    normalize, to_tensor = transforms[-1], transforms[-2]
+    if type(normalize).__name__ != "Normalize" or "ToTensor" not in type(to_tensor).__name__:
+        return None
+    from torchvision.transforms import Compose
+
+    mean = torch.tensor(normalize.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(normalize.std, dtype=torch.float32).view(1, -1, 1, 1)
+    return Compose(transforms[:-2]), mean, std
+
+
+class _Decoded(Dataset):
+    """``(uint8 CHW array, label)`` of a dataset of ``(PIL image, label)`` after ``geometric``."""
+
+    def __init__(self, base: Dataset, geometric: Callable) -> None:
+        self.base, self.geometric = base, geometric
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        image, label = self.base[index]
+        if getattr(image, "mode", "RGB") != "RGB":
+            image = image.convert("RGB")
+        array = np.asarray(self.geometric(image), dtype=np.uint8)
+        if array.ndim == 2:
+            array = np.repeat(array[:, :, None], 3, axis=2)
+        return np.ascontiguousarray(array.transpose(2, 0, 1)), int(label)
+
+
+class UInt8Images(Dataset):
+    """``(uint8 CHW tensor, label)`` read from the memory-mapped array."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(np.array(self.images[index])), int(self.labels[index])
+
+
+def cache_name(task: str, split: str, count: int, root: Path, preprocess: Callable) -> str:
+    """The file stem identifying one decoded split."""
+    key = hashlib.sha256(f"{Path(root).resolve()}|{preprocess!r}".encode()).hexdigest()[:12]
+    return f"{task}-{split}-{count}-{key}"
+
+
+def decoded_split(
+    base: Dataset, geometric: Callable, path: Path, num_workers: int = 0, batch_size: int = 64
+) -> UInt8Images:
+    """The split decoded once into ``path`` (``.npy`` images + ``.labels.npy``), or read back."""
+    labels_path = path.with_suffix(".labels.npy")
+    if not (path.is_file() and labels_path.is_file()):
+        decoded = _Decoded(base, geometric)
+        first, _ = decoded[0]
+        count = len(decoded)
+        with atomic_path(path) as tmp:
+            images = np.lib.format.open_memmap(
+                tmp, mode="w+", dtype=np.uint8, shape=(count, *first.shape)
+            )
+            labels = np.empty(count, dtype=np.int64)
+            loader = DataLoader(decoded, batch_size=batch_size, num_workers=num_workers)
+            offset = 0
+            for batch, batch_labels in loader:
+                images[offset : offset + len(batch)] = batch.numpy()
+                labels[offset : offset + len(batch)] = batch_labels.numpy()
+                offset += len(batch)
+            images.flush()
+            del images
+        with atomic_path(labels_path) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, labels)
+    images = np.load(path, mmap_mode="r")
+    return UInt8Images(images, np.load(labels_path))
+
+
+def normalizer(
+    mean: torch.Tensor, std: torch.Tensor, device: str | torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 batch -> the preprocessing's float tensor, on ``device``."""
+    mean, std = mean.to(device), std.to(device)
+
+    def normalize(batch: torch.Tensor) -> torch.Tensor:
+        return (batch.to(device, non_blocking=True).float().div(255) - mean) / std
+
+    return normalize
