@@ -69,3 +69,16 @@ def fabricated_home(tmp_path_factory: pytest.TempPathFactory, tiny_clip) -> Path
         store.save(task, {k: v + 1e-3 * torch.randn(v.shape, generator=gen)
                           for k, v in pretrained.items()})  # fmt: skip
     return home
+
+
+@pytest.fixture(scope="session")
+def entries(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - an EntryPoints
+    """The root scripts, run as a user runs them (each command in a fresh fork of one warm
+    process, offline, with an empty Hugging Face cache)."""
+    from tests.helpers.entries import EntryPoints, clean_env
+
+    hf = tmp_path_factory.mktemp("hf")
+    runner = EntryPoints(clean_env(HF_HUB_OFFLINE="1", WANDB_MODE="offline", WANDB_SILENT="true",
+                                   HF_HOME=str(hf), HF_HUB_CACHE=str(hf / "hub")))  # fmt: skip
+    yield runner
+    runner.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 
 import torch
@@ -32,9 +33,43 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 MAX_AUTO_WORKERS = 8
 
 
+#: ``device=`` values: ``auto``, ``cpu``, ``cuda`` or ``cuda:<index>``, ``mps``.
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_device(device: str) -> str:
+    """``device`` if it names a device this machine has.
+
+    Raises:
+        ConfigError: an unknown name (e.g. ``gpu0``), or a GPU this machine does not have.
+    """
+    if not isinstance(device, str) or not DEVICE_PATTERN.match(device):
+        raise ConfigError(
+            f"device={device!r} is not a device: use auto, cpu, cuda, cuda:<index> or mps"
+        )
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            have = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise ConfigError(
+                f"device={device}: this machine has {have} visible: use device=cpu or "
+                "device=auto (CUDA when present), or check CUDA_VISIBLE_DEVICES"
+            )
+    if device == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ConfigError("device=mps: this machine has no MPS device: use device=cpu or auto")
+    return device
+
+
 def resolve_device(device: str) -> str:
-    """``auto`` means CUDA when available, else CPU."""
-    if device == "auto":
+    """The device to run on (``auto``: CUDA when available, else CPU), checked to exist.
+
+    Raises:
+        ConfigError: see :func:`check_device`.
+    """
+    if check_device(device) == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import taskmerge
+from taskmerge.data.task_lists import get_task_spec
 from taskmerge.errors import CheckpointError
 from taskmerge.finetune.state import load_training_state
 from taskmerge.interop.published_masks import read_tall_mask_file
@@ -76,13 +77,20 @@ def test_mask_files_and_training_states_refuse_code(
     assert not marker.exists()
 
 
-def test_a_cached_head_that_is_not_safetensors_is_refused(
-    evil: tuple[Path, Path], tmp_path: Path
+def test_a_cached_head_that_is_not_safetensors_is_rebuilt_never_run(
+    evil: tuple[Path, Path],
+    tmp_path: Path,
+    tiny_clip,
+    caplog: pytest.LogCaptureFixture,  # noqa: ANN001
 ) -> None:
     path, marker = evil
-    head = tmp_path / "heads" / "MNIST.safetensors"
+    head = tmp_path / "heads" / "Digits.safetensors"
     head.parent.mkdir()
     head.write_bytes(path.read_bytes())
-    with pytest.raises(CheckpointError, match="delete it"):
-        cached_zeroshot_head(None, None, head)  # type: ignore[arg-type]
-    assert not marker.exists()
+    spec = get_task_spec("Digits")
+    rebuilt = cached_zeroshot_head(tiny_clip, spec, head)
+    assert not marker.exists()  # the pickle never ran
+    assert "unreadable" in caplog.text and "rebuilt from the text tower" in caplog.text
+    assert rebuilt.weight.shape[0] == len(spec.classnames)
+    again = cached_zeroshot_head(tiny_clip, spec, head)  # the rebuilt file is read back
+    assert torch.equal(again.weight, rebuilt.weight)

@@ -10,7 +10,13 @@ from torch import nn
 
 from taskmerge.errors import CheckpointError
 from taskmerge.io.digest import fingerprint
-from taskmerge.io.tensors import load_state_dict, read_metadata, save_state_dict
+from taskmerge.io.tensors import (
+    CHECKSUM_KEY,
+    load_state_dict,
+    read_metadata,
+    save_state_dict,
+    tensors_digest,
+)
 from taskmerge.store.layout import CheckpointLayout
 
 
@@ -18,7 +24,12 @@ def test_save_is_atomic_and_keeps_metadata(tmp_path: Path) -> None:
     path = tmp_path / "a" / "finetuned.safetensors"
     save_state_dict({"w": torch.ones(2)}, path, {"task": "MNIST", "epochs": 5})
     assert load_state_dict(path)["w"].tolist() == [1.0, 1.0]
-    assert read_metadata(path) == {"task": "MNIST", "epochs": "5"}
+    header = read_metadata(path)
+    assert header == {
+        "task": "MNIST",
+        "epochs": "5",
+        CHECKSUM_KEY: tensors_digest({"w": torch.ones(2)}),
+    }
     assert [p.name for p in path.parent.iterdir()] == ["finetuned.safetensors"]  # no temp left
 
 

@@ -11,8 +11,8 @@ from omegaconf import DictConfig
 from taskmerge.analysis.disentanglement import coefficient_grid, disentanglement_error
 from taskmerge.app.config import config_dict, open_tracker, run_dir, task_names
 from taskmerge.app.workspace import Workspace
-from taskmerge.errors import ConfigError
-from taskmerge.io.atomic import write_json
+from taskmerge.errors import ConfigError, StorageError
+from taskmerge.io.atomic import check_writable, write_json
 from taskmerge.models.forward import check_forward
 from taskmerge.reporting.plots import plot_heatmaps
 
@@ -45,6 +45,12 @@ def analyze_job(cfg: DictConfig) -> dict[str, Any]:
     """The disentanglement error of the first two tasks, per mode; the heatmaps (one figure),
     ``disentanglement.json`` and the tracker."""
     directory = run_dir()
+    if (directory / "disentanglement.json").exists() and not cfg.overwrite:
+        raise ConfigError(
+            f"{directory / 'disentanglement.json'} exists: choose another hydra.run.dir, or pass "
+            "overwrite=true to replace it"
+        )
+    check_writable(directory)
     names = task_names(cfg)
     if len(names) < 2:
         raise ConfigError(f"the disentanglement error needs two tasks, got {names}: set DATASETS")
@@ -69,8 +75,7 @@ def analyze_job(cfg: DictConfig) -> dict[str, Any]:
             results.append(result)
             key = result.label.replace(" ", "_")
             tracker.log({f"disentanglement/{key}/mean_xi": float(result.xi.mean())})
-        figure = plot_heatmaps(results, directory / "disentanglement.png")
-        tracker.log_image("disentanglement/heatmaps", figure)
+        figure = directory / "disentanglement.png"
         summary = {
             "analysis": "disentanglement",
             "tasks": pair,
@@ -81,6 +86,10 @@ def analyze_job(cfg: DictConfig) -> dict[str, Any]:
             "complete": True,
         }
         write_json(summary, directory / "disentanglement.json")
+        try:
+            tracker.log_image("disentanglement/heatmaps", plot_heatmaps(results, figure))
+        except StorageError as exc:  # the values are written: the plot is not worth failing for
+            log.warning("the heatmaps were not written: %s", exc)
     finally:
         tracker.finish()
     for item in summary["results"]:

@@ -3,12 +3,16 @@ sweep) composes, and the output directories can be written; a mistake is one lin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from taskmerge.app.config import resolved
 from taskmerge.app.errors import exit_with, full_tracebacks
+from taskmerge.app.schema import check_config
 from taskmerge.errors import TaskmergeError
 from taskmerge.io.atomic import check_writable
+from taskmerge.validation import suggestion
 
 #: Hydra flags after which the command line is left to Hydra (they change what runs).
 _HYDRA_FLAGS = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve",
@@ -48,12 +52,61 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str]) 
         ]
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            configs = []
             for variant in variants:
-                compose(config_name, overrides=variant)
-    except Exception as exc:  # noqa: BLE001 - every Hydra composition / parsing error
+                try:
+                    configs.append(compose(config_name, overrides=variant))
+                except Exception as exc:  # noqa: BLE001 - every Hydra composition error
+                    raise _Reported(_composition_error(exc, config_name, variant)) from None
+    except _Reported as exc:
+        exit_with(f"{exc} (--help lists the config groups and keys)")
+    except Exception as exc:  # noqa: BLE001 - every Hydra parsing error
         exit_with(f"{_one_line(str(exc))} (--help lists the config groups and keys)")
     finally:
         GlobalHydra.instance().clear()
+    for cfg in configs:  # the typed config of every job, before any of them starts
+        try:
+            check_config(resolved(cfg), config_name)
+        except TaskmergeError as exc:
+            exit_with(exc)
+
+
+class _Reported(Exception):
+    """A composition error already turned into one line."""
+
+
+_NOT_IN_STRUCT = re.compile(r"Could not override '([^']+)'")
+_NO_OPTION = re.compile(r"Could not find '([^'/]+)/([^']+)'")
+
+
+def _composition_error(exc: Exception, config_name: str, variant: Sequence[str]) -> str:
+    """One line for a composition error; for a key that does not exist, the nearest key of the
+    same node (``method.scaling_coeff`` -> ``method.scaling_coef``)."""
+    missing = _NO_OPTION.search(str(exc))
+    if missing:
+        group, choice = missing.groups()
+        options = str(exc).partition("Available options in")[2].partition(":")[2].split()
+        return _one_line(str(exc)) + suggestion(choice, options).replace(
+            "(did you mean ", f"(did you mean {group}="
+        )
+    found = _NOT_IN_STRUCT.search(str(exc))
+    if not found or "not in struct" not in f"{exc} {exc.__cause__}":
+        return _one_line(str(exc))
+    key = found.group(1)
+    parent, _, leaf = key.rpartition(".")
+    hint = ""
+    try:
+        from hydra import compose
+
+        node = compose(config_name, overrides=[o for o in variant if not o.startswith(key + "=")])
+        for part in parent.split(".") if parent else []:
+            node = node[part]
+        hint = suggestion(leaf, [str(k) for k in node.keys()])
+    except Exception:  # noqa: BLE001 - no suggestion then
+        pass
+    if hint and parent:
+        hint = hint.replace("(did you mean ", f"(did you mean {parent}.")
+    return f"{key} is not a key of the config{hint}: check its spelling (+{key}=... adds a key)"
 
 
 def _one_line(message: str) -> str:

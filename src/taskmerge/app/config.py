@@ -10,9 +10,10 @@ from typing import Any
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from taskmerge.data.task_lists import resolve_task_names
-from taskmerge.errors import TaskmergeError
+from taskmerge.errors import ConfigError, TaskmergeError
 from taskmerge.merging.base import MergeMethod
 from taskmerge.merging.build import build_method
 from taskmerge.merging.registry import help_text
@@ -45,6 +46,20 @@ def instantiate(node: DictConfig, **kwargs: object) -> Any:
 def config_dict(cfg: DictConfig) -> dict:
     """The resolved config as plain containers (for results and W&B)."""
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def resolved(cfg: DictConfig) -> dict:
+    """:func:`config_dict`, with an interpolation that cannot be resolved as one line.
+
+    Raises:
+        ConfigError: naming the key and the interpolation's problem.
+    """
+    try:
+        return config_dict(cfg)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "a key"
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{key}: {message}: fix the value or its ${{...}} reference") from None
 
 
 def method_from_config(node: DictConfig) -> MergeMethod:

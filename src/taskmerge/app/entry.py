@@ -1,8 +1,9 @@
 """The one opening of the root scripts: ``run(__file__, "config", merge_job)``.
 
 Sets the default home (``<repo>/cache``), registers the config resolvers, checks the command
-line before Hydra starts (one line, exit 2, for an unknown option or an unwritable output
-directory), then runs the job as a Hydra app whose user errors are one line too.
+line before Hydra starts (one line, exit 2, for an unknown option, a wrongly typed value or an
+unwritable output directory), then runs the job as a Hydra app whose config is checked again
+(:func:`taskmerge.app.schema.check_config`) and whose user errors are one line too.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import hydra
 from omegaconf import DictConfig
 
 from taskmerge.app.command_line import check_command_line
-from taskmerge.app.config import register_resolvers, set_default_home
+from taskmerge.app.config import register_resolvers, resolved, set_default_home
 from taskmerge.app.errors import user_errors
+from taskmerge.app.schema import check_config
 
 
 def run(script: str, config_name: str, job: Callable[[DictConfig], Any]) -> None:
@@ -31,7 +33,9 @@ def run(script: str, config_name: str, job: Callable[[DictConfig], Any]) -> None
     check_command_line(config_dir, config_name, sys.argv[1:])
 
     @functools.wraps(job)
+    @user_errors
     def task(cfg: DictConfig) -> Any:
-        return user_errors(job)(cfg)
+        check_config(resolved(cfg), config_name)  # before anything is loaded
+        return job(cfg)
 
     hydra.main(config_path=str(config_dir), config_name=config_name, version_base="1.3")(task)()

@@ -6,11 +6,14 @@ and keeps its traceback. ``HYDRA_FULL_ERROR=1`` shows the traceback of user erro
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
+
+from tqdm import tqdm
 
 from taskmerge.errors import TaskmergeError
 
@@ -25,7 +28,10 @@ def full_tracebacks() -> bool:
 
 
 def print_user_error(message: object, prog: str = "taskmerge") -> None:
-    """``<prog>: error: <message>`` on one line of stderr (white space folded)."""
+    """``<prog>: error: <message>`` on one line of stderr (white space folded), after closing any
+    progress bar still open so the message starts a line of its own."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
     print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
 
 
@@ -49,3 +55,10 @@ def user_errors(job: Callable[..., T]) -> Callable[..., T]:
             exit_with(exc)
 
     return wrapper
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (``<prog>: error: ...``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:  # noqa: D102
+        exit_with(f"{message} ({self.prog} --help lists the options)", self.prog)

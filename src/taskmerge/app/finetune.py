@@ -5,25 +5,47 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextlib import nullcontext
 
 from omegaconf import DictConfig
 
+from taskmerge.app.preflight import check_destination, check_writable_all
 from taskmerge.app.workspace import Workspace
+from taskmerge.finetune.distributed import launched_by_torchrun
+from taskmerge.store.locks import task_lock
 
 log = logging.getLogger("taskmerge")
 
 
 def finetune_job(cfg: DictConfig) -> dict[str, Mapping[str, float]]:
     """Fine-tune each task; task -> its fine-tuned Val / Test top-1 (rank 0 of a distributed
-    run; the other ranks return nothing)."""
+    run; the other ranks return nothing).
+
+    Before any training: the checkpoints' destination is a real place and writable, every task's
+    data is there, and no other run is fine-tuning a task of this run (each task is fine-tuned
+    under its lock, as ``main.py`` does).
+    """
     workspace = Workspace.open(cfg)
-    done: dict[str, Mapping[str, float]] = {}
+    store = workspace.store
+    todo = [t for t in workspace.tasks if cfg.overwrite or not store.path(t).is_file()]
     for task in workspace.tasks:
-        if workspace.store.path(task).is_file() and not cfg.overwrite:
+        if task not in todo:
             log.info("%s: checkpoint exists in %s (overwrite=true replaces it)", task,
-                     workspace.store.task_dir(task))  # fmt: skip
-            continue
-        metrics = workspace.finetune(task, overwrite=bool(cfg.overwrite), world_size=cfg.world_size)
+                     store.task_dir(task))  # fmt: skip
+    if todo:
+        check_destination(cfg.paths.checkpoints, "paths.checkpoints", cfg.paths.create)
+        check_writable_all([store.layout.mode_dir, cfg.paths.cache])
+        for task in todo:
+            workspace.data.splits(task)  # every task's data (and its size) before any training
+    done: dict[str, Mapping[str, float]] = {}
+    for task in todo:
+        torchrun = launched_by_torchrun()
+        with nullcontext() if torchrun else task_lock(store.task_dir(task), wait=False):
+            if store.path(task).is_file() and not cfg.overwrite:
+                log.info("%s: fine-tuned meanwhile by another run, kept", task)
+                continue
+            metrics = workspace.finetune(task, overwrite=bool(cfg.overwrite),
+                                         world_size=cfg.world_size)  # fmt: skip
         if metrics is not None:
             done[task] = metrics
             log.info("%s: val top-1 %.2f%%, test top-1 %.2f%%", task, 100 * metrics["val_top1"],

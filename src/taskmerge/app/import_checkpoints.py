@@ -15,6 +15,7 @@ from taskmerge.errors import CheckpointError
 from taskmerge.finetune.modes import FinetuningMode, Linearized
 from taskmerge.interop import importer
 from taskmerge.interop.hub import fetch, parse_hub_source
+from taskmerge.models.tiny import TINY_MODEL_NAME
 
 log = logging.getLogger("taskmerge")
 
@@ -28,16 +29,19 @@ def import_job(cfg: DictConfig) -> importer.ImportReport:
     hub = parse_hub_source(source)
     if hub is None and not Path(source).expanduser().exists():
         raise CheckpointError(f"source={source} does not exist: give a folder, a file or hf://...")
-    model = load_pretrained(cfg)
-    if hub is not None:
+    if hub is not None:  # the source first: it is what the user asked for
         fusion = "/" not in hub
-        root = fetch(source, model.bundle.name, (explicit or task_names(cfg)) if fusion else [])
+        name = str(cfg.model.get("name", TINY_MODEL_NAME))
+        root = fetch(source, name, (explicit or task_names(cfg)) if fusion else [])
     else:
         root = Path(source).expanduser()
+    model = load_pretrained(cfg)
     standard = model.store(cfg.paths.checkpoints, FinetuningMode())
     if cfg.task:  # one plain state-dict file
         if not root.is_file():
             raise CheckpointError(f"source={root} is not a file: task= imports one state dict")
+        if not cfg.overwrite:
+            importer.check_not_foreign(standard, cfg.task)
         importer.import_one(
             importer.Source(cfg.task, root, "open_clip"),
             standard,
@@ -47,7 +51,7 @@ def import_job(cfg: DictConfig) -> importer.ImportReport:
     else:
         linear = model.store(cfg.paths.checkpoints, Linearized())
         report = importer.import_checkpoints(
-            root, model.bundle.name, standard, linear, explicit, cfg.layout
+            root, model.bundle.name, standard, linear, explicit, cfg.layout, cfg.overwrite
         )
     where = standard.layout.mode_dir
     log.info("imported %s; unchanged %s", report.imported or "-", report.skipped or "-")

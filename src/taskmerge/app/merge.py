@@ -11,17 +11,24 @@ from typing import Any
 from omegaconf import DictConfig
 
 from taskmerge.app.config import config_dict, method_from_config, open_tracker, run_dir
+from taskmerge.app.preflight import (
+    check_destination,
+    check_same_job,
+    check_writable_all,
+    earlier_results,
+)
 from taskmerge.app.workspace import Workspace
+from taskmerge.errors import StorageError
 from taskmerge.evaluate.references import finetuned_accuracies, zeroshot_accuracies
 from taskmerge.experiment.records import avg_log, sweep_log
 from taskmerge.experiment.results import (
+    RESULTS_FILE,
     logged_test,
     results_json,
     summary_of,
     write_results,
 )
 from taskmerge.experiment.run import MergeOutcome, make_references, run_merge
-from taskmerge.io.atomic import check_writable
 from taskmerge.merging.base import MergeMethod
 from taskmerge.metrics import Reference
 from taskmerge.reporting.plots import plot_run_sweep
@@ -35,14 +42,16 @@ log = logging.getLogger("taskmerge")
 def merge_job(cfg: DictConfig) -> float:
     """One merge experiment, top to bottom; returns the mean normalized Test top-1."""
     directory = run_dir()
-    check_writable(directory)
+    earlier = earlier_results(directory / RESULTS_FILE, cfg.overwrite)
     method = method_from_config(cfg.method)
     workspace = Workspace.open(cfg)
     method = method.bind(workspace.encoder, workspace.tasks, mask_dir=workspace.store.mask_dir)
+    preflight(cfg, workspace, method, directory)
     workspace.ensure_checkpoints(cfg.finetune_missing, cfg.world_size)
     task_vectors = workspace.store.task_vectors(workspace.tasks)  # every checkpoint checked now
     config = config_dict(cfg)
-    key = job_key(config, {t: workspace.store.path(t) for t in workspace.tasks})
+    key = job_key(config, {t: workspace.store.path(t) for t in workspace.tasks}, cfg.paths.root)
+    check_same_job(directory / RESULTS_FILE, earlier, key)
     finished = ResultStore(CacheLayout(Path(cfg.paths.cache)).results)
     tracker = open_tracker(cfg, directory)
     try:
@@ -61,6 +70,20 @@ def merge_job(cfg: DictConfig) -> float:
     finally:
         tracker.finish()
     return summarize(results, directory)
+
+
+def preflight(cfg: DictConfig, workspace: Workspace, method: MergeMethod, directory: Path) -> None:
+    """Every place the job writes is a real destination and writable, before any work: the run
+    directory, the caches, the checkpoints' folder when checkpoints are fine-tuned or measured,
+    and the method's own outputs (e.g. TALL-mask files)."""
+    store = workspace.store
+    check_destination(cfg.paths.cache, "paths.cache", cfg.paths.create)
+    check_destination(cfg.paths.checkpoints, "paths.checkpoints", cfg.paths.create)
+    places = [directory, cfg.paths.cache, *method.writes_to()]
+    scoring = workspace.evaluator.scoring
+    if any(store.metrics(t, scoring) is None for t in workspace.tasks):  # fine-tuned or measured
+        places.append(store.layout.mode_dir)
+    check_writable_all(places)
 
 
 def measure_references(workspace: Workspace, method: MergeMethod) -> dict[str, Reference]:
@@ -91,7 +114,10 @@ def publish(
 ) -> None:
     """``results.json``, ``sweep.png`` and the tracker's Test metrics and summary."""
     write_results(results, directory)
-    plot_run_sweep(results, directory / "sweep.png")
+    try:
+        plot_run_sweep(results, directory / "sweep.png")
+    except StorageError as exc:  # the results are written: the plot is not worth failing for
+        log.warning("the sweep plot was not written: %s", exc)
     tracker.log(logged_test(outcome))
     tracker.summary(summary_of(outcome))
 

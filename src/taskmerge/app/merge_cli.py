@@ -13,13 +13,12 @@ one model, whatever the number of tasks). ``--set key=value`` gives any YAML key
 
 from __future__ import annotations
 
-import argparse
 import ast
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from taskmerge.app.errors import USER_ERROR, print_user_error
+from taskmerge.app.errors import USER_ERROR, OneLineParser, print_user_error
 from taskmerge.errors import ConfigError, TaskmergeError
 from taskmerge.store.layout import FINETUNED_FILE
 
@@ -59,9 +58,13 @@ def finetuned_paths(items: Sequence[str], directory: str | None) -> dict[str, Pa
     return paths
 
 
+#: ``merge``'s own arguments: not method keys.
+RESERVED = ("pretrained", "finetuned", "method", "save_to", "overwrite", "return_state_dict")
+
+
 def merge_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``taskmerge-merge``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="taskmerge-merge", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="taskmerge-merge", description=__doc__.splitlines()[0])
     parser.add_argument("--pretrained", required=True, help="pretrained checkpoint")
     parser.add_argument("--finetuned", nargs="*", default=[], metavar="TASK=PATH")
     parser.add_argument("--finetuned-dir", default=None, help="<checkpoints>/<model>/<mode>")
@@ -69,15 +72,25 @@ def merge_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scaling-coef", type=float, default=None)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="options")
     parser.add_argument("--save-to", required=True, help="output .safetensors (or directory)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --save-to (never an input)"
+    )
     args = parser.parse_args(argv)
     from taskmerge.api import merge
 
     try:
         options = {key: _value(value) for key, value in _pairs(args.options, "--set").items()}
+        reserved = sorted(set(options) & set(RESERVED))
+        if reserved:
+            raise ConfigError(
+                f"--set {reserved[0]}=... is an option of taskmerge-merge itself, not a method "
+                f"key: use --{reserved[0].replace('_', '-')}"
+            )
         if args.scaling_coef is not None:
             options["scaling_coef"] = args.scaling_coef
         paths = finetuned_paths(args.finetuned, args.finetuned_dir)
-        merge(args.pretrained, paths, method=args.method, save_to=args.save_to, **options)
+        merge(args.pretrained, paths, method=args.method, save_to=args.save_to,
+              overwrite=args.overwrite, **options)  # fmt: skip
     except TaskmergeError as exc:
         print_user_error(exc, "taskmerge-merge")
         return USER_ERROR

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from taskmerge.app.errors import USER_ERROR, print_user_error
+from taskmerge.app.errors import USER_ERROR, OneLineParser, print_user_error
 from taskmerge.reporting.files import log_wandb, write_report
 from taskmerge.reporting.render import render_markdown
 from taskmerge.reporting.runs import build_report, collect_runs
@@ -29,8 +29,9 @@ from taskmerge.reporting.runs import build_report, collect_runs
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
-    parser = argparse.ArgumentParser(
-        description="Tables, plots and W&B logging of finished taskmerge runs (results.json)."
+    parser = OneLineParser(
+        prog="report.py",
+        description="Tables, plots and W&B logging of finished taskmerge runs (results.json).",
     )
     parser.add_argument("dirs", nargs="+", type=Path, help="run or multirun directories")
     parser.add_argument("--out", type=Path, help="output directory (default: the first dir)")

@@ -24,6 +24,7 @@ from taskmerge.finetune.loop import TrainSettings
 from taskmerge.finetune.modes import FinetuningMode
 from taskmerge.finetune.task import finetune_task
 from taskmerge.hardware import check_precision, resolve_device, resolve_workers
+from taskmerge.io.atomic import check_writable
 from taskmerge.io.digest import fingerprint
 from taskmerge.models.clip import ClipBundle
 from taskmerge.models.forward import check_forward
@@ -145,6 +146,8 @@ class Workspace:
         missing = self.store.missing(self.tasks)
         if missing and not finetune_missing:
             self.store.require(self.tasks, finetune_command())
+        if missing:
+            check_writable(self.store.layout.mode_dir)
         for task in missing:  # every task's data is there (and the right size) before any training
             self.data.splits(task)
         for task in missing:

@@ -13,6 +13,7 @@ another model never reads it.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from taskmerge.io.atomic import atomic_path
+
+log = logging.getLogger(__name__)
 
 
 def split_preprocess(preprocess: Callable) -> tuple[Callable, torch.Tensor, torch.Tensor] | None:
@@ -82,27 +85,43 @@ def decoded_split(
 ) -> UInt8Images:
     """The split decoded once into ``path`` (``.npy`` images + ``.labels.npy``), or read back."""
     labels_path = path.with_suffix(".labels.npy")
+    cached = _read_decoded(path, labels_path, len(base))  # type: ignore[arg-type]
+    if cached is not None:
+        return cached
+    decoded = _Decoded(base, geometric)
+    first, _ = decoded[0]
+    count = len(decoded)
+    with atomic_path(path) as tmp:
+        images = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(count, *first.shape)
+        )
+        labels = np.empty(count, dtype=np.int64)
+        loader = DataLoader(decoded, batch_size=batch_size, num_workers=num_workers)
+        offset = 0
+        for batch, batch_labels in loader:
+            images[offset : offset + len(batch)] = batch.numpy()
+            labels[offset : offset + len(batch)] = batch_labels.numpy()
+            offset += len(batch)
+        images.flush()
+        del images
+    with atomic_path(labels_path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, labels)
+    return UInt8Images(np.load(path, mmap_mode="r"), np.load(labels_path))
+
+
+def _read_decoded(path: Path, labels_path: Path, count: int) -> UInt8Images | None:
+    """The decoded split if both files are there, readable and of ``count`` samples; None
+    otherwise (a damaged pair is discarded with one warning and decoded again)."""
     if not (path.is_file() and labels_path.is_file()):
-        decoded = _Decoded(base, geometric)
-        first, _ = decoded[0]
-        count = len(decoded)
-        with atomic_path(path) as tmp:
-            images = np.lib.format.open_memmap(
-                tmp, mode="w+", dtype=np.uint8, shape=(count, *first.shape)
-            )
-            labels = np.empty(count, dtype=np.int64)
-            loader = DataLoader(decoded, batch_size=batch_size, num_workers=num_workers)
-            offset = 0
-            for batch, batch_labels in loader:
-                images[offset : offset + len(batch)] = batch.numpy()
-                labels[offset : offset + len(batch)] = batch_labels.numpy()
-                offset += len(batch)
-            images.flush()
-            del images
-        with atomic_path(labels_path) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, labels)
-    images = np.load(path, mmap_mode="r")
-    return UInt8Images(images, np.load(labels_path))
+        return None
+    try:
+        images, labels = np.load(path, mmap_mode="r"), np.load(labels_path)
+        if images.dtype != np.uint8 or len(images) != count or labels.shape != (count,):
+            raise ValueError(f"{len(images)} images, {labels.shape} labels, {count} expected")
+    except (ValueError, OSError, EOFError) as exc:
+        log.warning("decoded split %s is unreadable (%s): decoded again", path, exc)
+        return None
+    return UInt8Images(images, labels)
 
 
 def normalizer(

@@ -6,6 +6,7 @@ version is part of the file name, so changed generators never read old files.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ import numpy as np
 from taskmerge.data.demo_tasks import DEMO_TASKS, GENERATOR_VERSION, TEST_SIZE, TRAIN_SIZE
 from taskmerge.data.image_datasets import ArrayImageDataset
 from taskmerge.io.atomic import atomic_path
+
+log = logging.getLogger(__name__)
 
 DEMO_SEEDS = {"train": 1, "test": 2}
 
@@ -27,15 +30,30 @@ def load_demo_split(task: str, root: Path, split: str) -> ArrayImageDataset:
     if split not in DEMO_SEEDS:
         raise ValueError(f"split must be one of {sorted(DEMO_SEEDS)}, got {split!r}")
     path = demo_split_path(root, task, split)
-    if not path.is_file():
-        spec = DEMO_TASKS[task]
-        task_seed = list(DEMO_TASKS).index(task)
-        size = TRAIN_SIZE if split == "train" else TEST_SIZE
-        images, labels = spec.generate(1000 * DEMO_SEEDS[split] + task_seed, size)
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(handle, images=images, labels=labels)
-    with np.load(path) as data:
-        return ArrayImageDataset(data["images"], data["labels"])
+    size = TRAIN_SIZE if split == "train" else TEST_SIZE
+    cached = _read_split(path, size) if path.is_file() else None
+    if cached is not None:
+        return cached
+    images, labels = DEMO_TASKS[task].generate(
+        1000 * DEMO_SEEDS[split] + list(DEMO_TASKS).index(task), size
+    )
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, images=images, labels=labels)
+    return ArrayImageDataset(images, labels)
+
+
+def _read_split(path: Path, size: int) -> ArrayImageDataset | None:
+    """A cached split, or None (with one warning) when the file is damaged: it is then
+    generated again."""
+    try:
+        with np.load(path) as data:
+            images, labels = data["images"], data["labels"]
+        if len(images) != size or len(labels) != size or images.dtype != np.uint8:
+            raise ValueError(f"{len(images)} images of {images.dtype}, {size} expected")
+    except Exception as exc:  # noqa: BLE001 - a truncated zip, a foreign file: regenerate
+        log.warning("demo data %s is unreadable (%s): generated again", path, exc)
+        return None
+    return ArrayImageDataset(images, labels)
 
 
 class DemoLoader:

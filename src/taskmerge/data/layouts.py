@@ -35,7 +35,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from taskmerge.data.image_datasets import ArrayImageDataset, FileImageDataset
-from taskmerge.errors import DataNotFoundError
+from taskmerge.errors import DataNotFoundError, StorageError
+from taskmerge.io.atomic import atomic_path
 
 __all__ = [
     "Layout",
@@ -114,9 +115,9 @@ def _gunzip_missing(task: str, raw: Path, names: Sequence[str]) -> None:
             continue
         source = next(p for p in (raw / f"{name}.gz", raw / "gzip" / f"{name}.gz") if p.is_file())
         try:
-            with gzip.open(source, "rb") as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        except OSError as error:
+            with gzip.open(source, "rb") as src, atomic_path(target) as tmp, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)  # moved into place only when complete
+        except (OSError, StorageError) as error:
             raise DataNotFoundError(
                 f"{task}: {source} could not be decompressed to {target} ({error}); "
                 f"gunzip the files in {raw} yourself"

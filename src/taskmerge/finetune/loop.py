@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm import tqdm
 
-from taskmerge.errors import ConfigError
+from taskmerge.errors import CheckpointError, ConfigError
 from taskmerge.finetune.distributed import (
     ShardedBatches,
     WeightedSamples,
@@ -221,15 +221,22 @@ def _train(
     cursor = DataCursor(loader, sampler, generator)
     identity = signature(run=job.identity, total_steps=total_steps, world_size=world_size)
     start, step, loss_value = time.time(), 0, float("nan")
-    saved = load_training_state(state_path, identity)
+    saved = load_training_state(state_path, identity, encoder.state_dict())
     if saved is not None:
-        encoder.load_state_dict(saved["encoder"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        cursor.load_state_dict(saved["cursor"])
-        set_rng_state(saved["rng"])
-        step, loss_value = int(saved["step"]), float(saved["loss"])
-        log.info("%s: resumed at step %d of %d from %s", description, step, total_steps, state_path)
+        try:
+            optimizer.load_state_dict(saved["optimizer"])  # checked before anything is changed
+            encoder.load_state_dict(saved["encoder"])
+            scheduler.load_state_dict(saved["scheduler"])
+            cursor.load_state_dict(saved["cursor"])
+            set_rng_state(saved["rng"])
+            step, loss_value = int(saved["step"]), float(saved["loss"])
+            log.info("%s: resumed at step %d of %d from %s", description, step, total_steps,
+                     state_path)  # fmt: skip
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(
+                f"{state_path} cannot be resumed ({' '.join(str(exc).split())[:120]}): delete it "
+                "and run the same command again to start this task over"
+            ) from None
     progress = tqdm(total=total_steps, initial=step, desc=description, leave=False,
                     disable=rank_ != 0)  # fmt: skip
     batches = iter(cursor)

@@ -67,18 +67,37 @@ def save_training_state(path: str | Path, state: Mapping[str, Any]) -> None:
         torch.save({**state, "format": STATE_FORMAT}, tmp)
 
 
-def load_training_state(path: str | Path | None, expected: str) -> dict[str, Any] | None:
-    """The saved state when it exists and matches ``expected``; else None."""
+#: What a saved state holds.
+STATE_KEYS = ("signature", "step", "loss", "encoder", "optimizer", "scheduler", "cursor", "rng")
+
+
+def load_training_state(
+    path: str | Path | None,
+    expected: str,
+    encoder: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, Any] | None:
+    """The saved state when it exists, is whole, matches ``expected`` and (given ``encoder``,
+    the model's state dict) holds weights of the model's names and shapes; else None, with one
+    warning (training starts over)."""
     if path is None or not Path(path).is_file():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or any(key not in state for key in STATE_KEYS):
+            raise ValueError("not a whole training state")
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign file: start over
-        log.warning("%s is unreadable (%s): starting over", path, exc)
+        log.warning("%s is unreadable (%s): starting over", path, " ".join(str(exc).split())[:120])
         return None
     if state.get("format") != STATE_FORMAT or state.get("signature") != expected:
         log.warning("%s was saved by another run: starting over", path)
         return None
+    if encoder is not None:
+        saved = state["encoder"]
+        wrong = [k for k, v in encoder.items() if k not in saved or saved[k].shape != v.shape]
+        if wrong or set(saved) != set(encoder):
+            log.warning("%s holds weights of another shape (%s): starting over", path,
+                        (wrong or sorted(set(saved) ^ set(encoder)))[:3])  # fmt: skip
+            return None
     return state
 
 

@@ -215,9 +215,11 @@ def import_checkpoints(
     linear_store: CheckpointStore | None = None,
     tasks: Sequence[str] | None = None,
     layout: str = "auto",
+    overwrite: bool = False,
 ) -> ImportReport:
     """Import every task of ``tasks`` (default: all found) from ``root`` into ``store`` (the
-    ``linear`` layout's tasks into ``linear_store``).
+    ``linear`` layout's tasks into ``linear_store``). A checkpoint the import did not write
+    itself (e.g. one ``finetune.py`` made) is replaced only with ``overwrite``.
 
     Raises:
         CheckpointError: an unknown layout, a requested task the source lacks, a source from
@@ -238,6 +240,11 @@ def import_checkpoints(
         )
     report = ImportReport()
     report.pretrained_difference = check_same_pretrained(discovery, store.pretrained, model)
+    for task in wanted:  # nothing of the user's is replaced: checked before anything is written
+        source = by_task[task]
+        target = linear_store if source.linear and linear_store is not None else store
+        if not overwrite:
+            check_not_foreign(target, task)
     for task in wanted:
         source = by_task[task]
         target = linear_store if source.linear and linear_store is not None else store
@@ -251,8 +258,37 @@ def import_checkpoints(
 
 
 def _manifest(store: CheckpointStore) -> tuple[Path, dict[str, Any]]:
+    """The import manifest ({} when absent; a damaged one is set aside with one warning: every
+    task is then checked against its source again)."""
     path = store.layout.manifest
-    return path, json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return path, {}
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, OSError) as exc:
+        log.warning("%s is unreadable (%s): the import checks every task again", path, exc)
+        return path, {}
+    return path, manifest
+
+
+def check_not_foreign(store: CheckpointStore, task: str) -> None:
+    """The task's checkpoint is absent or one this import wrote (its manifest entry matches).
+
+    Raises:
+        CheckpointError: another checkpoint is there (the user's own): not replaced without
+            ``overwrite=true``.
+    """
+    target = store.path(task)
+    if not target.is_file():
+        return
+    entry = _manifest(store)[1].get(task) or {}
+    if entry.get("sha256") != sha256(target):
+        raise CheckpointError(
+            f"{target} exists and was not written by an import (e.g. finetune.py made it): "
+            "import into another paths.checkpoints, or pass overwrite=true to replace it"
+        )
 
 
 def import_one(source: Source, store: CheckpointStore, discovery: Discovery) -> bool:

@@ -3,6 +3,7 @@ header-only inspection, and single-tensor reads for lazy task vectors."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,14 +22,72 @@ StateDict = dict[str, torch.Tensor]
 FLOAT_TAGS = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
 
 
+#: The header key of the checksum of a file's tensors (:func:`tensors_digest`).
+CHECKSUM_KEY = "tensors_sha256"
+
+
+def _update(digest: Any, name: str, tensor: torch.Tensor) -> None:
+    tensor = tensor.detach().contiguous().cpu()
+    digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+    digest.update(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+
+
+def tensors_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """The sha256 of a state dict's names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        _update(digest, name, state_dict[name])
+    return digest.hexdigest()
+
+
+def file_tensors_digest(path: str | Path) -> str:
+    """:func:`tensors_digest` of a safetensors file, reading one tensor at a time."""
+    digest = hashlib.sha256()
+    with safe_open(str(path), framework="pt") as handle:
+        for name in sorted(handle.keys()):
+            _update(digest, name, handle.get_tensor(name))
+    return digest.hexdigest()
+
+
+#: Files whose tensors matched their header's checksum in this process, by file identity.
+_VERIFIED: set[tuple[str, int, int, int]] = set()
+
+
+def verify_checksum(path: str | Path, fix: str = "re-run finetune.py / import_checkpoints.py "
+                    "for it") -> bool:  # fmt: skip
+    """Check a safetensors file's tensors against the checksum its header records (once per
+    file and process). False when the header records none (a file written elsewhere).
+
+    Raises:
+        CheckpointError: the file is unreadable, or its bytes differ from what was written.
+    """
+    path = Path(path)
+    stat = path.stat()
+    identity = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if identity in _VERIFIED:
+        return True
+    expected = read_metadata(path).get(CHECKSUM_KEY)
+    if expected is None:
+        return False
+    if file_tensors_digest(path) != expected:
+        raise CheckpointError(
+            f"{path}: its tensors do not match the checksum in its header (the bytes were "
+            f"altered or damaged after it was written): {fix}"
+        )
+    _VERIFIED.add(identity)
+    return True
+
+
 def save_state_dict(
     state_dict: Mapping[str, torch.Tensor],
     path: str | Path,
     metadata: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write a state dict as safetensors, atomically (readers never see a half-written file)."""
+    """Write a state dict as safetensors, atomically (readers never see a half-written file),
+    with the checksum of its tensors in the header (:func:`verify_checksum` checks it)."""
     tensors = {key: value.detach().contiguous().cpu() for key, value in state_dict.items()}
     meta = {key: str(value) for key, value in (metadata or {}).items()}
+    meta[CHECKSUM_KEY] = tensors_digest(tensors)
     with atomic_path(Path(path)) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 

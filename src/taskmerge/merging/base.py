@@ -111,6 +111,8 @@ class MergeMethod:
     select_per_task = False
     #: The selection rule or the report needs the pretrained encoder's accuracies.
     needs_zeroshot = False
+    #: Its candidates hold one model per task (evaluated each on its own task), not one model.
+    per_task_result = False
 
     def __init__(self, scaling_coef: float | None = None, grid: Sequence[float] | None = None):
         if grid is not None and len(grid) == 0:
@@ -137,6 +139,11 @@ class MergeMethod:
         folder). The default needs none of them.
         """
         return self
+
+    def writes_to(self) -> list[Path]:
+        """The directories this (bound) method will write files into (checked writable before
+        any long work); default none."""
+        return []
 
     def derived_metrics(self, metrics: SplitMetrics, reference: Reference) -> dict[str, float]:
         """Extra metrics of an evaluated candidate (e.g. ``target/top1``, names without the

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from taskmerge.errors import ConfigError
 from taskmerge.merging.base import MergeMethod
 from taskmerge.merging.lines import LINES_KEYS, with_lines
+from taskmerge.merging.options import check_options
 from taskmerge.merging.registry import method_spec
 
 
@@ -22,18 +22,13 @@ def build_method(name: str, options: Mapping[str, Any], fixed: bool = False) -> 
             (multi-task: beta; ``single_task`` editing: alpha).
 
     Raises:
-        ConfigError: an unknown name, or a key the variant fixes itself (e.g.
-            ``orthogonalize`` of ``TSVM_2``).
+        ConfigError: an unknown name, a key of the wrong type, an unknown key, or a key the
+            variant fixes itself (e.g. ``orthogonalize`` of ``TSVM_2``): see
+            :func:`taskmerge.merging.options.check_options`.
     """
     spec = method_spec(name)
-    keys = dict(options)
+    keys = check_options(name, options)
     lines = {key: keys.pop(key) for key in LINES_KEYS if key in keys}
-    pinned = sorted(set(keys) & set(spec.defaults))
-    if pinned:
-        raise ConfigError(
-            f"method {name} sets {', '.join(pinned)} itself ({spec.defaults}): drop "
-            f"method.{pinned[0]}, or choose the method that has the value you want"
-        )
     method = spec.factory(**keys)
     method.name = spec.name
     coef = keys.get("scaling_coef")

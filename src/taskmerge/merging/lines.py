@@ -217,6 +217,9 @@ class LiNeS(MergeMethod):
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
         return self.method.merge(task_vectors)
 
+    def writes_to(self) -> list[Path]:  # noqa: D102
+        return self.method.writes_to()
+
     def pairs(self, task_vectors: Mapping[str, TaskVector], merged: TaskVector) -> list[tuple]:
         """The ``(alpha, beta)`` pairs tried."""
         if self.editing:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -87,6 +87,12 @@ class _StoresMasks(MergeMethod):
         self._bound_mask_dir = mask_dir
         return self
 
+    def writes_to(self) -> list[Path]:
+        """The mask directory, when computed masks are saved."""
+        directory = self.mask_dir or self._bound_mask_dir
+        saving = self.save_mask and not self.load_mask and directory is not None
+        return [Path(directory)] if saving else []
+
     def _mask_files(self, task_vectors: Mapping[str, TaskVector], multitask: str) -> MaskFiles:
         directory = self.mask_dir or self._bound_mask_dir
         return MaskFiles(directory, list(task_vectors), self.load_mask, self.save_mask, multitask)
@@ -118,6 +124,8 @@ class MagnitudeMasking(MergeMethod):
     the reference YAML's (``config/method/mag_masking.yaml``). The per-task models are built
     when evaluated, each mask from its task's threshold (one float per task is all that is kept).
     """
+
+    per_task_result = True
 
     def __init__(self, k: float = 10, scaling_coef: float = 1.0) -> None:
         super().__init__(scaling_coef=scaling_coef)
@@ -176,6 +184,8 @@ class TallMask(_StoresMasks):
         mask_dir: Where mask files live (None: the directory given at ``bind``, see above).
     """
 
+    per_task_result = True
+
     select_per_task = True
 
     def __init__(
@@ -183,7 +193,7 @@ class TallMask(_StoresMasks):
         tall_mask_lambda: float | Sequence[float] | None = None,
         use_ties: bool = False,
         k: float = 100,
-        ties_agg: str = "sum",
+        ties_agg: Literal["mean", "sum"] = "sum",
         load_mask: bool = False,
         save_mask: bool = True,
         mask_dir: str | None = None,
@@ -280,7 +290,7 @@ class Consensus(_StoresMasks):
         prun_thre_k: int = 2,
         use_ties: bool = False,
         k: float = 100,
-        ties_agg: str = "sum",
+        ties_agg: Literal["mean", "sum"] = "sum",
         masks_path: str | None = None,
         tall_mask_lambda: float | Mapping[str, float] = 0.4,
         load_mask: bool = False,

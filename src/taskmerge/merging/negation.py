@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
@@ -58,7 +58,7 @@ class TaskNegation(MergeMethod):
         task_index: int = 0,
         control_tasks: Sequence[str] | None = None,
         control_threshold: float = 0.95,
-        selection: str = "min_target",
+        selection: Literal["min_target", "largest_coef"] = "min_target",
         scaling_coef: float | None = None,
         grid: Sequence[float] | None = None,
     ) -> None:

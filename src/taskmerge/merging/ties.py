@@ -27,6 +27,7 @@ with dis-mean; TALL/Consensus build their multi-task vector with k=20, agg="sum"
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Literal
 
 import torch
 
@@ -188,8 +189,8 @@ class Ties(MergeMethod):
     def __init__(
         self,
         k: float = 20,
-        agg: str = "mean",
-        trim_scope: str = "global",
+        agg: Literal["mean", "sum"] = "mean",
+        trim_scope: Literal["global", "tensor"] = "global",
         scaling_coef: float | None = None,
         grid: Sequence[float] | None = None,
     ) -> None:

@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -349,7 +349,7 @@ class TSVMerge(MergeMethod):
 
     def __init__(
         self,
-        orthogonalize: str = "polar",
+        orthogonalize: Literal["polar", "whiten"] = "polar",
         sv_reduction: float | None = None,
         scaling_coef: float | None = None,
         grid: Sequence[float] | None = None,
@@ -369,6 +369,8 @@ class TSVMerge(MergeMethod):
 @register_method("TSVC", scaled=False)
 class TSVCompress(MergeMethod):
     """TSV-Compress (arXiv:2412.00081): task t uses theta0 + its rank-r tau_t; no sweep."""
+
+    per_task_result = True
 
     def __init__(self, sv_reduction: float | None = None) -> None:
         super().__init__(scaling_coef=1.0)

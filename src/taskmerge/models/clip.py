@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,11 +69,19 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
     machine without network fails at once instead of after minutes of download retries)."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
         return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
+    reached: list[bool] = []
+
+    def connect() -> None:  # the name lookup has no timeout of its own: a thread bounds it
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            reached.append(True)
+        except OSError:
+            pass
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return bool(reached)
 
 
 def resolve_pretrained(name: str, pretrained: str, cache_dir: str | None = None) -> str:

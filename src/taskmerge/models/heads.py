@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -11,9 +12,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 from taskmerge.data.spec import TaskSpec
-from taskmerge.errors import CheckpointError
-from taskmerge.io.tensors import save_state_dict
+from taskmerge.io.tensors import save_state_dict, verify_checksum
 from taskmerge.models.clip import ClipBundle
+
+log = logging.getLogger(__name__)
 
 
 class ClassificationHead(nn.Linear):
@@ -57,20 +59,28 @@ def cached_zeroshot_head(
 ) -> ClassificationHead:
     """The zero-shot head of one task, read from ``path`` or built from the text tower and saved
     there (atomically) for the next run."""
-    if path.is_file():
-        try:
-            weight = load_file(str(path))["weight"]
-        except Exception as exc:  # noqa: BLE001 - not a safetensors file of ours
-            raise CheckpointError(
-                f"cached head {path} is not a readable safetensors head ({type(exc).__name__}): "
-                "delete it and it is rebuilt from the text tower"
-            ) from None
-    else:
+    weight = _read_head(path, len(spec.classnames)) if path.is_file() else None
+    if weight is None:
         weight = zeroshot_weights(
             bundle.model, bundle.tokenizer, spec.classnames, spec.templates, device
         )
         save_state_dict({"weight": weight}, path, {"task": spec.name})
     return ClassificationHead(weight)
+
+
+def _read_head(path: Path, classes: int) -> torch.Tensor | None:
+    """A cached head's weight, or None (with one warning) when the file is damaged: it is then
+    rebuilt from the text tower."""
+    try:
+        verify_checksum(path, fix="it is rebuilt")
+        weight = load_file(str(path))["weight"]
+        if weight.ndim != 2 or weight.shape[0] != classes or not torch.isfinite(weight).all():
+            raise ValueError(f"a weight of shape {tuple(weight.shape)} for {classes} classes")
+    except Exception as exc:  # noqa: BLE001 - any damage: rebuild
+        log.warning("cached head %s is unreadable (%s): rebuilt from the text tower", path,
+                    " ".join(str(exc).split())[:120])  # fmt: skip
+        return None
+    return weight
 
 
 class HeadBank:

@@ -11,6 +11,7 @@ missing, the weights are pretrained here once and cached.
 from __future__ import annotations
 
 import hashlib
+import logging
 import lzma
 from functools import cache
 from pathlib import Path
@@ -21,9 +22,12 @@ from safetensors.torch import load
 
 from taskmerge.data.demo_tasks import GENERATOR_VERSION
 from taskmerge.data.image_datasets import ArrayImageDataset, TransformedDataset, materialize
-from taskmerge.io.tensors import save_state_dict
+from taskmerge.errors import CheckpointError
+from taskmerge.io.tensors import save_state_dict, tensor_specs, verify_checksum
 from taskmerge.models.clip import ClipBundle, load_clip
 from taskmerge.store.layout import CacheLayout
+
+log = logging.getLogger(__name__)
 
 TINY_MODEL_NAME = "taskmerge-tiny"
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -48,7 +52,7 @@ def tiny_weights_path(cache_dir: str | Path, pretrain_steps: int = 1500) -> Path
     cache_dir = CacheLayout(Path(cache_dir)).tiny
     if ASSET.is_file():
         target = cache_dir / f"{TINY_MODEL_NAME}-{_asset_digest()}.safetensors"
-        if not target.is_file():
+        if not _intact(target):
             shipped = load(lzma.decompress(ASSET.read_bytes()))
             save_state_dict({k: v.float() for k, v in shipped.items()}, target)
         return target
@@ -56,9 +60,25 @@ def tiny_weights_path(cache_dir: str | Path, pretrain_steps: int = 1500) -> Path
         cache_dir
         / f"{TINY_MODEL_NAME}-pretrained-g{GENERATOR_VERSION}-s{pretrain_steps}.safetensors"
     )
-    if not target.is_file():
+    if not _intact(target):
         save_state_dict(pretrain_tiny_state_dict(pretrain_steps), target)
     return target
+
+
+def _intact(path: Path) -> bool:
+    """Whether the cached weight file is there and whole (a damaged one is rebuilt, with one
+    warning)."""
+    if not path.is_file():
+        return False
+    try:
+        tensor_specs(path)
+        if not verify_checksum(path, fix="it is rebuilt"):
+            raise CheckpointError(f"{path} records no checksum")
+    except CheckpointError as exc:
+        log.warning("%s", " ".join(str(exc).split()).replace(": it is rebuilt", "") +
+                    ": the tiny CLIP's weights are unpacked again")  # fmt: skip
+        return False
+    return True
 
 
 def pretrain_tiny_state_dict(

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from taskmerge.io.atomic import write_text
 from taskmerge.reporting.plots import plot_modes, plot_per_task, plot_val_curves
 from taskmerge.reporting.render import (
     HEAD,
@@ -31,7 +32,7 @@ def write_report(report: Report, out: str | Path) -> dict[str, Path]:
         ("report.csv", render_csv(report)),
         ("report.tex", render_latex(report)),
     ):
-        (out / name).write_text(text)
+        write_text(text, out / name)
         files[name] = out / name
     if report.tables:
         files["val_curves.png"] = plot_val_curves(report, out / "val_curves.png")

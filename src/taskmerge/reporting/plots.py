@@ -12,6 +12,7 @@ from typing import Any
 from taskmerge.analysis.disentanglement import DisentanglementResult
 from taskmerge.experiment.grid_edges import swept_key
 from taskmerge.experiment.records import mean_normalized
+from taskmerge.io.atomic import save_figure
 from taskmerge.reporting.runs import FINETUNED, Report, Row, Table
 
 
@@ -80,8 +81,7 @@ def plot_run_sweep(results: Mapping[str, Any], path: str | Path) -> Path | None:
     fig = _figure(6, 3.8)
     draw_val_curves(fig.subplots(), [series], f"{results.get('method')} on Val")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return Path(path)
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_val_curves(report: Report, path: str | Path) -> Path:
@@ -95,8 +95,7 @@ def plot_val_curves(report: Report, path: str | Path) -> Path:
         draw_val_curves(ax, series, f"Val, {table.title}")
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return Path(path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_per_task(report: Report, path: str | Path) -> Path:
@@ -121,8 +120,7 @@ def plot_per_task(report: Report, path: str | Path) -> Path:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return Path(path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_modes(report: Report, path: str | Path) -> Path | None:
@@ -166,8 +164,7 @@ def plot_modes(report: Report, path: str | Path) -> Path | None:
         )
     axes[0].set_title("Fine-tuning modes")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return Path(path)
+    return save_figure(fig, path, dpi=110)
 
 
 def _method_label(row: Row, table: Table, report: Report) -> str:
@@ -209,5 +206,4 @@ def plot_heatmaps(results: Sequence[DisentanglementResult], path: str | Path) ->
         ax.set_ylabel(f"a1 ({result.tasks[0]})")
         ax.set_title(f"{result.label}\nmean xi {result.xi.mean():.3f}", fontsize=9)
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.85, label="disentanglement error xi")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return Path(path)
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")

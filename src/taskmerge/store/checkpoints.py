@@ -11,6 +11,7 @@ divides by the matching one.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,14 +22,18 @@ from taskmerge.errors import CheckpointError
 from taskmerge.io.atomic import write_json
 from taskmerge.io.checks import check_compatible, check_dtypes, check_finite, check_shapes
 from taskmerge.io.tensors import (
+    CHECKSUM_KEY,
     StateDict,
     load_state_dict,
     read_metadata,
     save_state_dict,
     tensor_shapes,
+    verify_checksum,
 )
 from taskmerge.store.layout import CheckpointLayout
 from taskmerge.vectors.task_vector import TaskVector
+
+log = logging.getLogger(__name__)
 
 
 class ModeIdentity(Protocol):
@@ -43,6 +48,9 @@ class ModeIdentity(Protocol):
 
 
 CHECKPOINT_FORMAT = "taskmerge/image-encoder-state-dict/v1"
+#: The format of a merged model written by ``taskmerge.merge(save_to=...)``: never a fine-tuned
+#: checkpoint.
+MERGED_FORMAT = "taskmerge/merged-image-encoder/v1"
 
 
 class CheckpointStore:
@@ -106,11 +114,13 @@ class CheckpointStore:
 
     # ------------------------------------------------------------------ reading
     def checkpoint(self, task: str) -> Path:
-        """One task's checkpoint, checked from its header only (keys, shapes, the pretrained
-        fingerprint) to come from these pretrained weights.
+        """One task's checkpoint, checked to be a fine-tuned copy of these pretrained weights:
+        its header (keys, shapes, dtypes, the pretrained fingerprint, the mode, the task, not a
+        merged model) and its bytes (the checksum its header records).
 
         Raises:
-            CheckpointError: missing, another architecture, or other pretrained weights.
+            CheckpointError: missing, another architecture, other pretrained weights, another
+                mode or task, a merged model, or altered bytes.
         """
         path = self.path(task)
         if not path.is_file():
@@ -122,6 +132,8 @@ class CheckpointStore:
         )
         check_dtypes(path, self.pretrained)
         header = read_metadata(path)
+        self._check_kind(path, task, header)
+        verify_checksum(path)
         origin = header.get("pretrained_fingerprint")
         if origin and origin != self.fingerprint:
             raise CheckpointError(
@@ -131,6 +143,21 @@ class CheckpointStore:
             )
         self._check_mode(path, header)
         return path
+
+    def _check_kind(self, path: Path, task: str, header: Mapping[str, str]) -> None:
+        """A fine-tuned checkpoint of ``task``, not a merged model or another task's file."""
+        if header.get("format") == MERGED_FORMAT:
+            raise CheckpointError(
+                f"{path} is a merged model ({header.get('method')} of {header.get('tasks')}), "
+                f"not the fine-tuned checkpoint of {task}: move it out of the checkpoints folder "
+                f"and re-run finetune.py (or import_checkpoints.py) for {task}"
+            )
+        recorded = header.get("task")
+        if recorded and recorded != task:
+            raise CheckpointError(
+                f"{path} is the checkpoint of {recorded}, not of {task}: put it back in the "
+                f"{recorded} folder, or re-run finetune.py for {task}"
+            )
 
     def _check_mode(self, path: Path, header: Mapping[str, str]) -> None:
         """The checkpoint was fine-tuned in this store's mode (name and, where recorded, spec)."""
@@ -167,14 +194,30 @@ class CheckpointStore:
         memory does not grow with the number of tasks."""
         return {task: self.task_vector(task) for task in tasks}
 
+    def _checksum(self, task: str) -> str | None:
+        """The checksum the task's checkpoint header records (None: absent or not recorded)."""
+        path = self.path(task)
+        return read_metadata(path).get(CHECKSUM_KEY) if path.is_file() else None
+
     def _read_metrics(self, task: str) -> dict[str, Any]:
-        """The task's metrics file for these pretrained weights ({} if absent or stale)."""
+        """The task's metrics file for these pretrained weights and this very checkpoint ({}
+        if absent, stale or unreadable: the accuracies are then measured again)."""
         path = self.layout.metrics(task)
         if not path.is_file():
             return {}
-        record = json.loads(path.read_text())
+        try:
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, OSError) as exc:
+            log.warning("%s is unreadable (%s): the fine-tuned accuracies are measured again",
+                        path, exc)  # fmt: skip
+            path.unlink(missing_ok=True)  # discarded: measured and written again
+            return {}
         if record.get("pretrained_fingerprint") != self.fingerprint:
             return {}
+        if record.get("checkpoint_sha256") != self._checksum(task):
+            return {}  # measured on another checkpoint of this task
         if "forwards" not in record and "val_top1" in record:  # written before forwards existed
             flat = {k: record.pop(k) for k in ("val_top1", "test_top1")}
             record["forwards"] = {self.mode.forward: flat}
@@ -223,4 +266,5 @@ class CheckpointStore:
         record.setdefault("forwards", {})[forward or self.mode.forward] = dict(accuracies)
         record.update(extra or {})
         record["pretrained_fingerprint"] = self.fingerprint
+        record["checkpoint_sha256"] = self._checksum(task)
         write_json(record, self.layout.metrics(task))
