@@ -60,8 +60,10 @@ def test_targets_are_checked_against_their_signature() -> None:
 
 
 def test_a_large_grid_is_announced_with_its_cost(
-    home: Path, caplog: pytest.LogCaptureFixture
+    home: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # an earlier logging.config in the session (e.g. import-linter's) may have disabled it
+    monkeypatch.setattr(logging.getLogger("taskmerge"), "disabled", False)
     grid = "[" + ",".join(f"{i / 1000:g}" for i in range(1, 2002)) + "]"
     with caplog.at_level(logging.WARNING, logger="taskmerge"):
         check("config", ["method=sum", f"method.grid={grid}"])

@@ -20,9 +20,27 @@ from taskmerge.merging.registry import help_text
 from taskmerge.reporting.tracking import Tracker
 
 
+def linspace(start: float, stop: float, num: int, skip: int = 0) -> list[float]:
+    """``np.linspace(start, stop, num)[skip:]`` as a list: the references' grids, value for value
+    (``${linspace:0,3,31,1}`` in a config is TSV's ``np.linspace(0, 3, 31)[1:]``)."""
+    import numpy as np
+
+    return [float(v) for v in np.linspace(float(start), float(stop), int(num))[int(skip) :]]
+
+
+def arange(start: float, stop: float, step: float) -> list[float]:
+    """``np.arange(start, stop, step)`` as a list (LiNeS' ``np.arange(0.1, 1.6, 0.1)``)."""
+    import numpy as np
+
+    return [float(v) for v in np.arange(float(start), float(stop), float(step))]
+
+
 def register_resolvers() -> None:
-    """OmegaConf resolvers the configs use (``--help`` lists the methods of the registry)."""
+    """OmegaConf resolvers the configs use (``--help`` lists the methods of the registry;
+    ``linspace`` writes the references' grids)."""
     OmegaConf.register_new_resolver("taskmerge_methods", help_text, replace=True)
+    OmegaConf.register_new_resolver("linspace", linspace, replace=True)
+    OmegaConf.register_new_resolver("arange", arange, replace=True)
 
 
 def set_default_home(project_root: Path) -> None:

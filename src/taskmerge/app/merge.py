@@ -46,6 +46,7 @@ def merge_job(cfg: DictConfig) -> float:
     method = method_from_config(cfg.method)
     workspace = Workspace.open(cfg)
     method = method.bind(workspace.encoder, workspace.tasks, mask_dir=workspace.store.mask_dir)
+    method.set_text_side(workspace.model.bundle.text_side_entries)  # trim_population=checkpoint
     preflight(cfg, workspace, method, directory)
     workspace.ensure_checkpoints(cfg.finetune_missing, cfg.world_size)
     task_vectors = workspace.store.task_vectors(workspace.tasks)  # every checkpoint checked now
@@ -104,6 +105,9 @@ def job_info(workspace: Workspace, config: Mapping[str, Any], key: str) -> dict[
         "finetuning": workspace.mode.name,
         "eval_forward": workspace.evaluator.forward,
         "eval_precision": workspace.evaluator.precision,
+        "protocol": config.get("protocol", {}).get("name", "taskmerge"),
+        "subset": config.get("limit_samples"),  # N: the first N samples of each split only
+        "split_variants": dict(workspace.data.variants),  # e.g. the references' DTD folder
         "config": dict(config),
         "job_key": key,
     }

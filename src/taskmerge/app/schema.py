@@ -57,6 +57,7 @@ class Common(BaseModel):
     eval_forward: Literal[FORWARDS] | None = None  # type: ignore[valid-type]
     world_size: PositiveInt = 1
     decode_once: list[Split] = Field(default_factory=lambda: ["val"])
+    limit_samples: PositiveInt | None = None
 
 
 #: Entry point -> its own top-level keys (type, default) beyond :class:`Common` and the nodes.
@@ -84,7 +85,12 @@ ENTRY_KEYS: dict[str, dict[str, Any]] = {
 SECTIONS: dict[str, dict[str, Any]] = {
     "paths": {"root": (str, ...), "data": (str, ...), "checkpoints": (str, ...),
               "cache": (str, ...), "create": (bool, False)},
-    "tasks": {"list": (Literal["standard", "demo"], "standard"), "names": (list[str] | None, None)},
+    "tasks": {"list": (Literal["standard", "demo"], "standard"), "names": (list[str] | None, None),
+              "convention": (Literal["tall_masks", "tsv"], "tall_masks")},
+    "protocol": {"name": (str, ...), "trim_population": (Literal["image", "checkpoint"], "image"),
+                 "epoch_order": (Literal["reshuffle", "fixed"], "reshuffle"),
+                 "task_conventions": (Literal["tall_masks", "tsv"], "tall_masks"),
+                 "grids": (dict[str, list[float]], ...)},
     "analysis": {"grid_min": (float, -2.0), "grid_max": (float, 2.0),
                  "grid_points": (PositiveInt, 15), "split": (Split, "test"),
                  "modes": (list[str] | None, None)},

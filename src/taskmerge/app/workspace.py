@@ -99,7 +99,8 @@ class Workspace:
         mode's own. ``mode_node`` replaces ``cfg.finetuning`` and ``names`` the task list (the
         analyses compare several modes on a task pair).
         """
-        specs = resolve_task_specs(list(names) if names else task_names(cfg))
+        convention = cfg.tasks.get("convention", "tall_masks")
+        specs = resolve_task_specs(list(names) if names else task_names(cfg), convention)
         mode = instantiate(mode_node if mode_node is not None else cfg.finetuning)
         forward = check_forward(forward or cfg.get("eval_forward") or mode.forward)
         train = instantiate(cfg.train)
@@ -109,12 +110,17 @@ class Workspace:
         precision = check_precision(cfg.get("eval_precision", "fp32"))
         device = resolve_device(cfg.device)
         check_world_size(int(cfg.get("world_size", 1)), train.batch_size, device)
+        if cfg.get("limit_samples") is not None:
+            log.warning("limit_samples=%d: only the first %d samples of each split are used: a "
+                        "subset run (sizes unchecked), not comparable to published numbers",
+                        cfg.limit_samples, cfg.limit_samples)  # fmt: skip
         model = load_pretrained(cfg)
         evaluator = open_evaluator(
             model.bundle, specs, cfg.paths.data, cfg.paths.cache, device=device,
             batch_size=cfg.eval_batch_size, num_workers=workers, forward=forward,
             precision=precision, params0=model.weights,
             decode_once=list(cfg.get("decode_once", ["val"])),
+            limit_samples=cfg.get("limit_samples"),
         )  # fmt: skip
         store = model.store(cfg.paths.checkpoints, mode)
         return cls(model, mode, train, evaluator.data, evaluator.heads, evaluator, store)

@@ -929,7 +929,7 @@ CIFAR100: tuple[str, ...] = (
     "cloud",
     "cockroach",
     "couch",
-    "cra",
+    "crab",
     "crocodile",
     "cup",
     "dinosaur",

@@ -159,6 +159,7 @@ def build_real_tasks(convention: str = "tall_masks") -> dict[str, TaskSpec]:
             templates=entry.tsv_templates if tsv and entry.tsv_templates else entry.templates,
             epochs=entry.epochs,
             load_split=RealTaskLoader(entry.name, upright=tsv and entry.tsv_upright),
+            own_val="val" in entry.splits,
         )
         for entry in ENTRIES
     }

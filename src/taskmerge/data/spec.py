@@ -46,6 +46,9 @@ class TaskSpec:
         templates: Prompt templates, each a format string with one ``{}`` for the class name.
         epochs: Fine-tuning epochs of the reference protocol.
         load_split: Reads the official ``"train"`` or ``"test"`` split from a data root.
+        own_val: Val is the dataset's own ``"val"`` split and training uses the whole train
+            split (EuroSAT: ``nik-dim/tall_masks`` ``src/datasets/eurosat.py`` ``EuroSATVal``),
+            instead of 10% carved out of train.
     """
 
     name: str
@@ -53,6 +56,7 @@ class TaskSpec:
     templates: tuple[str, ...]
     epochs: int
     load_split: SplitLoader
+    own_val: bool = False
 
     def prompts(self, classname: str) -> list[str]:
         """All template prompts for one class name."""

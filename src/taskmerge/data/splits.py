@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,9 @@ from torch.utils.data import Dataset, Subset
 
 from taskmerge.data.image_datasets import TransformedDataset, materialize
 from taskmerge.data.spec import TaskSpec
+from taskmerge.errors import DataNotFoundError
+
+log = logging.getLogger("taskmerge")
 
 VAL_FRACTION = 0.1
 MAX_VAL_SAMPLES = 5000
@@ -38,6 +42,21 @@ def split_train_val(dataset: Dataset, seed: int = SPLIT_SEED) -> tuple[Subset, S
     return train, val
 
 
+def own_val_split(spec: TaskSpec, root: Path, train: Dataset) -> tuple[Dataset, Dataset] | None:
+    """(the whole train split, the dataset's own Val) for a task whose reference uses its own
+    val split (EuroSAT's ``EuroSAT_splits/val``); None for the others, or (with one warning)
+    when the copy has no val split: Val is then carved out of train."""
+    if not spec.own_val:
+        return None
+    try:
+        return train, spec.load_split(root, "val")
+    except (DataNotFoundError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:100]
+        log.warning("%s: no val split under %s (%s): Val is carved out of train, not the "
+                    "reference's own val split", spec.name, root, reason)  # fmt: skip
+        return None
+
+
 @dataclass
 class TaskSplits:
     """The three splits of one task, preprocessed for one model."""
@@ -60,7 +79,7 @@ def load_task_splits(
     root = Path(data_root).expanduser()
     train_full = spec.load_split(root, "train")
     test = spec.load_split(root, "test")
-    train, val = split_train_val(train_full)
+    train, val = own_val_split(spec, root, train_full) or split_train_val(train_full)
     splits = [TransformedDataset(part, preprocess) for part in (train, val, test)]
     if preload:
         splits = [materialize(part) for part in splits]

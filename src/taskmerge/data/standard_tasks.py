@@ -610,3 +610,44 @@ def _by_name(entries: tuple[TaskEntry, ...]) -> dict[str, TaskEntry]:
 
 #: Each entry by task name.
 ENTRY_BY_NAME: dict[str, TaskEntry] = _by_name(ENTRIES)
+
+
+@dataclass(frozen=True)
+class SplitVariant:
+    """A known non-official split of a task that a reference repository's data has.
+
+    Attributes:
+        name: What it is (the log line and ``results.json`` name it).
+        sizes: The split sizes that identify it (``train`` as in :attr:`TaskEntry.sizes`).
+        consequence: What it means for the numbers (the warning's second half).
+    """
+
+    name: str
+    sizes: Mapping[str, int]
+    consequence: str
+
+
+#: Task -> the known variants of its splits, recognised (one warning) instead of refused.
+SPLIT_VARIANTS: dict[str, tuple[SplitVariant, ...]] = {
+    # nik-dim/tall_masks and AntoAndGar/task_singular_vectors release: their fine-tuned DTD test
+    # accuracy 0.97979 = 921/940 (results/single_task/ViT-B-32/nonlinear_ft_accuracies.json)
+    # implies a 940-image test folder whose images are also in train.
+    "DTD": (
+        SplitVariant(
+            "the tall_masks/TSV release's DTD folder (940 test images, also in train)",
+            {"test": 940},
+            "test images are in train, so fine-tuned DTD test accuracy is inflated "
+            "(0.98 vs about 0.79 on the official split) and so is every normalized accuracy",
+        ),
+    ),
+    # wang-kee/LiNeS' fine-tuned EuroSAT accuracies (test 0.99874 = 2384/2387, Val 0.99872 =
+    # 2332/2335) imply its own 2,387-image test and 2,335-image val split.
+    "EuroSAT": (
+        SplitVariant(
+            "LiNeS' EuroSAT split (2,387 test, 2,335 val)",
+            {"test": 2387},
+            "not the reference 21,600 / 2,700 / 2,700 split: accuracies are not comparable to "
+            "the tall_masks / TSV numbers",
+        ),
+    ),
+}

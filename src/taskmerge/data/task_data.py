@@ -7,12 +7,14 @@ Demo tasks are generated into ``demo_root`` and preloaded into memory; real task
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from taskmerge.data.augment import check_train_transform, train_view
 from taskmerge.data.decoded import cache_name, decoded_split, normalizer, split_preprocess
 from taskmerge.data.image_datasets import TransformedDataset, make_loader
 from taskmerge.data.spec import TaskSpec
@@ -20,23 +22,40 @@ from taskmerge.data.splits import TaskSplits, load_task_splits
 from taskmerge.data.task_lists import is_demo_task
 from taskmerge.errors import DataNotFoundError
 
+log = logging.getLogger("taskmerge")
+
 #: Preloaded demo splits, shared by every job of this process (a multirun's jobs load each demo
 #: task once): (task, root, preprocessing) -> splits. The tensors are only ever read.
 _DEMO_SPLITS: dict[tuple[str, str, str], TaskSplits] = {}
 
 
-def check_split_sizes(task: str, splits: TaskSplits, root: Path) -> None:
-    """A real task's train (+ Val) and test splits have the official sizes.
+def split_sizes(splits: TaskSplits, own_val: bool) -> dict[str, int]:
+    """The sizes the checks compare: the official train split (with the Val carved out of it,
+    unless Val is the dataset's own split) and test."""
+    train = len(splits.train) + (0 if own_val else len(splits.val))  # type: ignore[arg-type]
+    return {"train": train, "test": len(splits.test)}  # type: ignore[arg-type]
+
+
+def check_split_sizes(
+    task: str, splits: TaskSplits, root: Path, own_val: bool = False
+) -> str | None:
+    """A real task's train (+ Val) and test splits have the official sizes, or those of a known
+    variant (:data:`taskmerge.data.standard_tasks.SPLIT_VARIANTS`): then one warning names it
+    and its consequence, and its name is returned (recorded in ``results.json``).
 
     Raises:
         DataNotFoundError: a wrong-size dataset (an interrupted copy, another version).
     """
-    from taskmerge.data.standard_tasks import ENTRY_BY_NAME
+    from taskmerge.data.standard_tasks import ENTRY_BY_NAME, SPLIT_VARIANTS
 
     entry = ENTRY_BY_NAME.get(task)
     if entry is None or not entry.sizes:
-        return
-    found = {"train": len(splits.train) + len(splits.val), "test": len(splits.test)}  # type: ignore[arg-type]
+        return None
+    found = split_sizes(splits, own_val)
+    for variant in SPLIT_VARIANTS.get(task, ()):
+        if all(found.get(split) == n for split, n in variant.sizes.items()):
+            log.warning("%s under %s is %s: %s", task, root, variant.name, variant.consequence)
+            return variant.name
     wrong = {s: (found[s], n) for s, n in entry.sizes.items() if s in found and found[s] != n}
     if wrong:
         detail = ", ".join(
@@ -44,8 +63,19 @@ def check_split_sizes(task: str, splits: TaskSplits, root: Path) -> None:
         )
         raise DataNotFoundError(
             f"{task} under {root}: {detail}: the copy is incomplete or another version; check it "
-            f"with `python prepare_data.py action=status DATASETS=[{task}]`"
+            f"with `python prepare_data.py action=status DATASETS=[{task}]`, or run on the first "
+            "N samples of each split with limit_samples=N"
         )
+    return None
+
+
+def first_samples(splits: TaskSplits, limit: int) -> TaskSplits:
+    """The first ``limit`` samples of each split (``limit_samples=N``: a smoke test)."""
+
+    def head(dataset: Dataset) -> Dataset:
+        return Subset(dataset, range(min(limit, len(dataset))))  # type: ignore[arg-type]
+
+    return TaskSplits(splits.name, head(splits.train), head(splits.val), head(splits.test))
 
 
 class TaskData:
@@ -61,6 +91,10 @@ class TaskData:
         decode_once: The splits of real tasks decoded once (default Val: it is evaluated for
             every sweep point; Test is evaluated once).
         num_workers: Loader workers for streamed splits.
+        limit_samples: Use only the first N samples of each split (sizes are then not checked;
+            the run is a "subset" run).
+        train_preprocess: The image transform of training (the references' augmentation, see
+            :func:`taskmerge.data.augment.reference_train_transform`); None: ``preprocess``.
     """
 
     def __init__(
@@ -72,6 +106,8 @@ class TaskData:
         decoded_dir: str | Path | None = None,
         decode_once: Sequence[str] = ("val",),
         num_workers: int = 0,
+        limit_samples: int | None = None,
+        train_preprocess: Callable | None = None,
     ) -> None:
         self.specs = {spec.name: spec for spec in specs}
         self.data_root = Path(data_root).expanduser()
@@ -80,6 +116,10 @@ class TaskData:
         self.decoded_dir = Path(decoded_dir).expanduser() if decoded_dir else None
         self.decode_once = tuple(decode_once)
         self.num_workers = num_workers
+        self.limit_samples = limit_samples
+        self.train_preprocess = train_preprocess
+        #: Task -> the known split variant its data is (e.g. the references' DTD folder).
+        self.variants: dict[str, str] = {}
         self._split_preprocess = split_preprocess(preprocess) if preprocess else None
         self._splits: dict[str, TaskSplits] = {}
 
@@ -107,14 +147,25 @@ class TaskData:
                     )
                 self._splits[task] = _DEMO_SPLITS[key]
             else:
-                splits = load_task_splits(self.specs[task], self.root_of(task), self.preprocess)
-                check_split_sizes(task, splits, self.root_of(task))
+                spec = self.specs[task]
+                splits = load_task_splits(spec, self.root_of(task), self.preprocess)
+                if self.limit_samples is None:
+                    variant = check_split_sizes(task, splits, self.root_of(task), spec.own_val)
+                    if variant is not None:
+                        self.variants[task] = variant
                 self._splits[task] = splits
+            if self.limit_samples is not None:
+                self._splits[task] = first_samples(self._splits[task], self.limit_samples)
         return self._splits[task]
 
-    def train_set(self, task: str) -> Dataset:
-        """The training split (official train minus Val)."""
-        return self.splits(task).train
+    def train_set(self, task: str, transform: str = "reference") -> Dataset:
+        """The training split (official train minus Val, or all of it when Val is the dataset's
+        own), through the references' training transform (``transform="reference"``, when the
+        model has one) or the evaluation transform (``"eval"``)."""
+        train = self.splits(task).train
+        if check_train_transform(transform) == "eval" or self.train_preprocess is None:
+            return train
+        return train_view(train, self.train_preprocess, self._split_preprocess)
 
     def eval_loader(self, task: str, split: str, batch_size: int) -> DataLoader:
         """An evaluation DataLoader over ``val`` or ``test`` (uint8 batches for a split decoded

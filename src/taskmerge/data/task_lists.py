@@ -12,8 +12,9 @@ from taskmerge.errors import ConfigError
 
 
 @cache
-def get_task_spec(name: str) -> TaskSpec:
-    """The specification of a standard or demo task.
+def get_task_spec(name: str, convention: str = "tall_masks") -> TaskSpec:
+    """The specification of a standard or demo task (``convention``: the real tasks' class-name,
+    template and image conventions, ``tall_masks`` or ``tsv``; the demo tasks have one).
 
     Raises:
         ConfigError: for an unknown name, listing the known ones.
@@ -21,10 +22,12 @@ def get_task_spec(name: str) -> TaskSpec:
     if name in DEMO_TASKS:
         task = DEMO_TASKS[name]
         return TaskSpec(name, task.classnames, task.templates, task.epochs, DemoLoader(name))
-    from taskmerge.data.real_tasks import REAL_TASKS
+    from taskmerge.data.real_tasks import REAL_TASKS, build_real_tasks
 
     if name in REAL_TASKS:
-        return REAL_TASKS[name]
+        return (
+            REAL_TASKS[name] if convention == "tall_masks" else build_real_tasks(convention)[name]
+        )
     raise ConfigError(
         f"unknown task {name!r}: choose from {list(STANDARD_TASKS)} or the demo tasks "
         f"{list(DEMO_TASKS)}"
@@ -66,11 +69,11 @@ def resolve_task_names(
     return list(full[: int(num_tasks)])
 
 
-def resolve_task_specs(names: Sequence[str]) -> list[TaskSpec]:
+def resolve_task_specs(names: Sequence[str], convention: str = "tall_masks") -> list[TaskSpec]:
     """Specs for a list of names, failing on the first unknown one or on duplicates."""
     if not names:
         raise ConfigError("the task list is empty: give num_tasks=N or DATASETS=[Task,...]")
     if len(set(names)) != len(names):
         duplicates = sorted({name for name in names if list(names).count(name) > 1})
         raise ConfigError(f"tasks {duplicates} appear twice in {list(names)}: list each task once")
-    return [get_task_spec(name) for name in names]
+    return [get_task_spec(name, convention) for name in names]

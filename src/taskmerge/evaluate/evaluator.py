@@ -94,9 +94,11 @@ class TaskEvaluator:
 
     @property
     def scoring(self) -> str:
-        """How accuracies are measured: the forward, with the precision when not ``fp32``
-        (the key of cached and stored accuracies)."""
-        return self.forward if self.precision == "fp32" else f"{self.forward}+{self.precision}"
+        """How accuracies are measured: the forward, with the precision when not ``fp32`` and
+        the subset under ``limit_samples`` (the key of cached and stored accuracies)."""
+        scoring = self.forward if self.precision == "fp32" else f"{self.forward}+{self.precision}"
+        limit = getattr(self.data, "limit_samples", None)
+        return scoring if limit is None else f"{scoring}+first{limit}"
 
     def _arithmetic(self):  # noqa: ANN202
         return evaluation_precision(self.precision, self.device)
@@ -234,6 +236,7 @@ def open_evaluator(
     precision: str = "fp32",
     params0: StateDict | None = None,
     decode_once: Sequence[str] = ("val",),
+    limit_samples: int | None = None,
 ) -> TaskEvaluator:
     """A :class:`TaskEvaluator` for ``bundle`` on ``specs`` with everything cached where
     :class:`~taskmerge.store.layout.CacheLayout` says under ``cache_root`` (``paths.cache``):
@@ -249,7 +252,7 @@ def open_evaluator(
     device = resolve_device(device)
     data = TaskData(
         specs, data_root, cache.demo_data, bundle.preprocess, of("tensors"), decode_once,
-        num_workers,
+        num_workers, limit_samples=limit_samples, train_preprocess=bundle.train_preprocess,
     )  # fmt: skip
     heads = HeadBank(bundle, specs, of("heads"), device)
     return TaskEvaluator(

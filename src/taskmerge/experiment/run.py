@@ -15,6 +15,7 @@ from typing import Any
 
 from taskmerge.errors import ConfigError
 from taskmerge.evaluate.evaluator import Evaluator
+from taskmerge.experiment.consensus_masks import resolve_chosen_lambdas
 from taskmerge.experiment.grid_edges import grid_edge
 from taskmerge.experiment.points import Point
 from taskmerge.experiment.selection import Selection
@@ -91,6 +92,7 @@ def run_merge(
     if list(task_vectors) != list(tasks):
         raise ConfigError(f"task vectors {list(task_vectors)} do not match the tasks {tasks}")
     check_same_mode(task_vectors)
+    resolve_chosen_lambdas(method, pretrained, task_vectors, evaluator, references["val"])
     # select on Val: the method's score (default: the mean normalized accuracy), ties to the
     # first grid point; only the chosen weights are kept
     selection = Selection(references["val"].finetuned, per_task=method.select_per_task)
@@ -99,6 +101,7 @@ def run_merge(
     ):
         selection.offer(candidate, point)
     chosen, val = selection.result(method.name)
+    method.chosen(chosen.hyperparameters, tasks)
     curve = selection.curve
     test = evaluate_on_test(method, chosen, evaluator, references["test"])
     edge = grid_edge(

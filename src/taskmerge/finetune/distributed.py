@@ -96,6 +96,12 @@ class ShardedBatches(Sampler[list[int]]):
     given), and yields indices ``rank, rank + world_size, ...`` of each global batch. A process
     whose share of a short last batch is empty gets the batch's first index marked as padding
     (``-1 - index``, weight 0, see :class:`WeightedSamples`), so every process takes every step.
+
+    ``fixed_order=True`` reuses one permutation, ``torch.randperm(n)`` on a generator seeded
+    with ``seed``, every epoch: the references' order (``nik-dim/tall_masks`` and
+    ``gortizji/tangent_task_arithmetic`` ``src/finetune.py`` wrap the data in a
+    ``DistributedSampler`` whose ``set_epoch`` is never called, so each epoch draws
+    ``randperm(n, seed + 0)``; equal to it on one process).
     """
 
     def __init__(
@@ -105,8 +111,16 @@ class ShardedBatches(Sampler[list[int]]):
         generator: torch.Generator,
         rank: int = 0,
         world_size: int = 1,
+        fixed_order: bool = False,
+        seed: int = 0,
     ) -> None:
-        self.batches = BatchSampler(RandomSampler(data, generator=generator), batch_size, False)
+        order: Sampler | list[int]
+        if fixed_order:
+            fixed = torch.Generator().manual_seed(seed)
+            order = torch.randperm(len(data), generator=fixed).tolist()
+        else:
+            order = RandomSampler(data, generator=generator)
+        self.batches = BatchSampler(order, batch_size, False)
         self.rank, self.world_size = rank, world_size
         #: Batches to drop at the start of the next pass (resuming inside an epoch: the same
         #: random draws happen, only the indices of the batches already trained on are skipped).

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -66,9 +67,18 @@ class TrainSettings:
     num_workers: int | str = 4
     seed: int = 0
     save_every: int = 200
+    #: ``reshuffle`` every epoch, or the references' ``fixed`` permutation (see ShardedBatches).
+    epoch_order: Literal["reshuffle", "fixed"] = "reshuffle"
+    #: ``reference``: open_clip's training transform, as the references; ``eval``: the
+    #: evaluation transform (:mod:`taskmerge.data.augment`).
+    transform: Literal["reference", "eval"] = "reference"
 
     def __post_init__(self) -> None:
         self.num_workers = resolve_workers(self.num_workers)
+        if self.transform not in ("reference", "eval"):
+            raise ConfigError(f"train.transform={self.transform!r}: use reference or eval")
+        if self.epoch_order not in ("reshuffle", "fixed"):
+            raise ConfigError(f"train.epoch_order={self.epoch_order!r}: use reshuffle or fixed")
         checks = {
             "lr": self.lr > 0,
             "batch_size": self.batch_size >= 1,
@@ -202,7 +212,10 @@ def _train(
         ids = [torch.device(device).index] if str(device).startswith("cuda") else None
         model = DistributedDataParallel(model, device_ids=ids)
     generator = torch.Generator().manual_seed(settings.seed)
-    sampler = ShardedBatches(train_set, settings.batch_size, generator, rank_, world_size)  # type: ignore[arg-type]
+    sampler = ShardedBatches(
+        train_set, settings.batch_size, generator, rank_, world_size,  # type: ignore[arg-type]
+        fixed_order=settings.epoch_order == "fixed", seed=settings.seed,
+    )  # fmt: skip
     loader = DataLoader(
         WeightedSamples(train_set) if distributed else train_set,
         batch_sampler=sampler,

@@ -57,7 +57,7 @@ def finetune_task(
     stats = finetune(
         encoder,
         heads.head(task),
-        data.train_set(task),
+        data.train_set(task, settings.transform),
         data.specs[task].epochs,
         settings,
         mode,

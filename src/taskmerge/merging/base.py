@@ -113,6 +113,9 @@ class MergeMethod:
     needs_zeroshot = False
     #: Its candidates hold one model per task (evaluated each on its own task), not one model.
     per_task_result = False
+    #: Entries of the references' checkpoints besides the image tower (the text side's leftovers),
+    #: for ``trim_population="checkpoint"`` (:mod:`taskmerge.merging.population`); None: unknown.
+    text_side_entries: int | None = None
 
     def __init__(self, scaling_coef: float | None = None, grid: Sequence[float] | None = None):
         if grid is not None and len(grid) == 0:
@@ -144,6 +147,15 @@ class MergeMethod:
         """The directories this (bound) method will write files into (checked writable before
         any long work); default none."""
         return []
+
+    def chosen(self, hyperparameters: Mapping[str, Any], tasks: Sequence[str]) -> None:
+        """Called with the Val-chosen hyperparameters once the sweep has chosen (e.g. TALL
+        masks record each task's lambda for Consensus); default nothing."""
+
+    def set_text_side(self, entries: int | None) -> None:
+        """Tell the method how many text-side entries the references' checkpoints of this model
+        hold (see :mod:`taskmerge.merging.population`)."""
+        self.text_side_entries = entries
 
     def derived_metrics(self, metrics: SplitMetrics, reference: Reference) -> dict[str, float]:
         """Extra metrics of an evaluated candidate (e.g. ``target/top1``, names without the

@@ -220,6 +220,12 @@ class LiNeS(MergeMethod):
     def writes_to(self) -> list[Path]:  # noqa: D102
         return self.method.writes_to()
 
+    def set_text_side(self, entries: int | None) -> None:  # noqa: D102
+        self.method.set_text_side(entries)
+
+    def chosen(self, hyperparameters: Mapping[str, Any], tasks: Sequence[str]) -> None:  # noqa: D102
+        self.method.chosen(hyperparameters, tasks)
+
     def pairs(self, task_vectors: Mapping[str, TaskVector], merged: TaskVector) -> list[tuple]:
         """The ``(alpha, beta)`` pairs tried."""
         if self.editing:

@@ -26,9 +26,12 @@ def tasks_digest(tasks: Sequence[str]) -> str:
 
 
 # --------------------------------------------------------------------------- TALL-mask files
-def multitask_tag(use_ties: bool, k: float, ties_agg: str) -> str:
-    """How tau_MTL is built, as a file-name fragment (``sum-k100``, ``ties-k20-sum``)."""
-    return f"ties-k20-{ties_agg}" if use_ties else f"sum-k{k:g}"
+def multitask_tag(use_ties: bool, k: float, ties_agg: str, population: str = "image") -> str:
+    """How tau_MTL is built, as a file-name fragment (``sum-k100``, ``ties-k20-sum``; a trim over
+    the references' checkpoint population adds ``-ckpt``)."""
+    tag = f"ties-k20-{ties_agg}" if use_ties else f"sum-k{k:g}"
+    trims = use_ties or k < 100
+    return f"{tag}-ckpt" if trims and population == "checkpoint" else tag
 
 
 def tall_mask_path(directory: str | Path, tasks: Sequence[str], lam: float, multitask: str) -> Path:
@@ -43,6 +46,26 @@ def published_mask_path(directory: str | Path, tasks: Sequence[str]) -> Path:
     set: any order of the same tasks finds the file."""
     name = f"tall_mask-published-{len(tasks)}tasks-{tasks_digest(sorted(tasks))}"
     return Path(directory).expanduser() / f"{name}.safetensors"
+
+
+def chosen_lambdas_path(directory: str | Path, tasks: Sequence[str], multitask: str) -> Path:
+    """``<directory>/tall_mask-<multitask>-chosen-<T>tasks-<hash>.json``: the lambda each task
+    chose on its own Val in a ``tall_mask`` run (what Consensus counts, as the reference's
+    ``construct_consensus_mask`` counts the masks that run saved)."""
+    name = f"tall_mask-{multitask}-chosen-{len(tasks)}tasks-{tasks_digest(tasks)}"
+    return Path(directory).expanduser() / f"{name}.json"
+
+
+def read_chosen_lambdas(path: Path, tasks: Sequence[str]) -> dict[str, float] | None:
+    """The task -> lambda record at ``path``; None when there is none (or it is unreadable:
+    the selection is then run again)."""
+    import json
+
+    try:
+        record = json.loads(path.read_text())
+        return {task: float(record[task]) for task in tasks}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class MaskFiles:
@@ -72,6 +95,12 @@ class MaskFiles:
                 "method.load_mask=true needs the directory of saved masks: set method.mask_dir "
                 "(main.py defaults it to <checkpoints>/<model>/<finetuning>/masks)"
             )
+
+    def chosen_path(self) -> Path | None:
+        """Where a ``tall_mask`` run records each task's chosen lambda (None: no directory)."""
+        if self.directory is None:
+            return None
+        return chosen_lambdas_path(self.directory, self.tasks, self.multitask)
 
     def path(self, lam: float) -> Path:
         """The file of the TALL masks for one lambda."""

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from taskmerge.errors import ConfigError
+from taskmerge.io.atomic import write_json
 from taskmerge.io.checks import require_keys
 from taskmerge.io.packed_masks import MaskFile
 from taskmerge.merging.base import (
@@ -25,7 +26,7 @@ from taskmerge.merging.base import (
     check_non_negative,
     check_percentage,
 )
-from taskmerge.merging.mask_files import MaskFiles, multitask_tag
+from taskmerge.merging.mask_files import MaskFiles, multitask_tag, read_chosen_lambdas
 from taskmerge.merging.masks import (
     Mask,
     Vector,
@@ -35,6 +36,13 @@ from taskmerge.merging.masks import (
     sum_vectors,
     tall_mask_tensor,
     tall_masks,
+)
+from taskmerge.merging.population import (
+    TrimPopulation,
+    image_fraction_kept,
+    population_zeros,
+    trim_details,
+    vector_numel,
 )
 from taskmerge.merging.registry import register_method
 from taskmerge.merging.streaming import trim_thresholds
@@ -50,6 +58,10 @@ MaskSource = Callable[[str, str], torch.Tensor]  # (task, parameter) -> bool ten
 
 #: The TALL-mask lambdas of the reference, each task choosing its own on Val.
 TALL_LAMBDAS = (0.2, 0.3, 0.4, 0.5, 0.6)
+
+
+#: ``tall_mask_lambda="chosen"``: each task's mask at the lambda it chose on Val.
+CHOSEN = "chosen"
 
 
 def _lambda_of(value: float | Mapping[str, float], task: str) -> float:
@@ -127,9 +139,16 @@ class MagnitudeMasking(MergeMethod):
 
     per_task_result = True
 
-    def __init__(self, k: float = 10, scaling_coef: float = 1.0) -> None:
+    def __init__(
+        self, k: float = 10, trim_population: TrimPopulation = "image", scaling_coef: float = 1.0
+    ) -> None:
         super().__init__(scaling_coef=scaling_coef)
         self.k = check_percentage("k", k)
+        self.trim_population = trim_population
+        self._kept: float | None = None
+
+    def details(self) -> dict[str, Any]:  # noqa: D102
+        return trim_details(self.trim_population, self._kept)
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
         return TaskVector(sum_vectors(_vectors(task_vectors)))
@@ -141,7 +160,12 @@ class MagnitudeMasking(MergeMethod):
     def candidates(
         self, pretrained: Mapping[str, Any], task_vectors: Mapping[str, TaskVector]
     ) -> Iterator[Candidate]:  # noqa: D102
-        thresholds = {task: trim_thresholds(tv.vector, self.k) for task, tv in task_vectors.items()}
+        zeros = population_zeros(self.trim_population, self.text_side_entries)
+        self._kept = image_fraction_kept(vector_numel(_vectors(task_vectors)[0]), self.k, zeros)
+        thresholds = {
+            task: trim_thresholds(tv.vector, self.k, extra_zeros=zeros)
+            for task, tv in task_vectors.items()
+        }
         merged = self.merge(task_vectors).vector
         require_keys(list(merged), pretrained)
 
@@ -197,8 +221,10 @@ class TallMask(_StoresMasks):
         load_mask: bool = False,
         save_mask: bool = True,
         mask_dir: str | None = None,
+        trim_population: TrimPopulation = "image",
     ) -> None:
         super().__init__(scaling_coef=1.0)
+        self.trim_population = trim_population
         if tall_mask_lambda is None:
             tall_mask_lambda = TALL_LAMBDAS
         if isinstance(tall_mask_lambda, (int, float)):
@@ -211,9 +237,23 @@ class TallMask(_StoresMasks):
         self.load_mask, self.save_mask, self.mask_dir = load_mask, save_mask, mask_dir
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
+        zeros = population_zeros(self.trim_population, self.text_side_entries)
         return TaskVector(
-            multitask_vector(_vectors(task_vectors), self.use_ties, self.k, self.ties_agg)
+            multitask_vector(_vectors(task_vectors), self.use_ties, self.k, self.ties_agg, zeros)
         )
+
+    def chosen(self, hyperparameters: Mapping[str, Any], tasks: Sequence[str]) -> None:
+        """Record each task's Val-chosen lambda beside the saved masks (what Consensus with
+        ``tall_mask_lambda=chosen`` counts), when masks are saved."""
+        lambdas = hyperparameters.get("tall_mask_lambda")
+        files = self._mask_files(dict.fromkeys(tasks), self.multitask_tag())  # type: ignore[arg-type]
+        path = files.chosen_path()
+        if isinstance(lambdas, Mapping) and path is not None and (files.saving or self.load_mask):
+            write_json({task: float(lambdas[task]) for task in tasks}, path)
+
+    def multitask_tag(self) -> str:
+        """How tau_MTL is built (the mask files' name fragment)."""
+        return multitask_tag(self.use_ties, self.k, self.ties_agg, self.trim_population)
 
     def task_masks(
         self, task_vectors: Mapping[str, TaskVector], lam: float, merged: TaskVector | None = None
@@ -230,7 +270,7 @@ class TallMask(_StoresMasks):
         names = parameter_names(vectors)
         require_keys(names, pretrained)
         shapes = _shapes(vectors, names)
-        tag = multitask_tag(self.use_ties, self.k, self.ties_agg)
+        tag = multitask_tag(self.use_ties, self.k, self.ties_agg, self.trim_population)
         files = self._mask_files(task_vectors, tag)
         if self.load_mask and files.published is not None:
             published = files.open_published(shapes)  # imported: one mask per task, no lambda
@@ -281,8 +321,14 @@ class Consensus(_StoresMasks):
     * ``load_mask=True``: the files :class:`TallMask` saved, task t's mask from the file of its
       lambda (``tall_mask_lambda``: one value, or task -> value, e.g. the lambdas ``tall_mask``
       chose); same directory rules and errors as :class:`TallMask`;
+    * ``tall_mask_lambda="chosen"`` (``main.py``'s default, the reference's
+      ``construct_consensus_mask``): each task's mask at the lambda it chose on its own Val in a
+      ``tall_mask`` run (recorded beside the masks; ``main.py`` runs that selection first when
+      none is recorded, :mod:`taskmerge.experiment.consensus_masks`);
     * otherwise they are computed here with ``tall_mask_lambda`` and, when it is one value and a
-      mask directory is known, saved to the same file ``tall_mask`` would write.
+      mask directory is known, saved to the same file ``tall_mask`` would write. The Python
+      API, which has no Val split, uses 0.4 unless given ``"chosen"`` (with a recorded run) or
+      another value.
     """
 
     def __init__(
@@ -292,15 +338,18 @@ class Consensus(_StoresMasks):
         k: float = 100,
         ties_agg: Literal["mean", "sum"] = "sum",
         masks_path: str | None = None,
-        tall_mask_lambda: float | Mapping[str, float] = 0.4,
+        tall_mask_lambda: float | Mapping[str, float] | Literal["chosen"] = 0.4,
         load_mask: bool = False,
         save_mask: bool = True,
         mask_dir: str | None = None,
+        trim_population: TrimPopulation = "image",
         scaling_coef: float | None = None,
         grid: Sequence[float] | None = None,
     ) -> None:
         super().__init__(scaling_coef=scaling_coef, grid=grid)
-        check_non_negative("tall_mask_lambda", tall_mask_lambda)
+        self.trim_population = trim_population
+        if tall_mask_lambda != CHOSEN:
+            check_non_negative("tall_mask_lambda", tall_mask_lambda)
         check_non_negative("prun_thre_k", prun_thre_k)
         self.prun_thre_k, self.use_ties, self.ties_agg = prun_thre_k, use_ties, ties_agg
         self.k = check_percentage("k", k)
@@ -340,17 +389,57 @@ class Consensus(_StoresMasks):
         opened = {lam: files.open(lam, shapes) for lam in sorted(set(lambdas.values()))}
         return lambda task, name: opened[lambdas[task]].get(task, name)
 
+    def multitask_tag(self) -> str:
+        """How tau_MTL is built (the mask files' name fragment)."""
+        return multitask_tag(self.use_ties, self.k, self.ties_agg, self.trim_population)
+
+    def chosen_record(self, tasks: Sequence[str]) -> Path | None:
+        """Where a ``tall_mask`` run with these settings records its per-task lambdas."""
+        return MaskFiles(self.mask_dir or self._bound_mask_dir, tasks, False, False,
+                         self.multitask_tag()).chosen_path()  # fmt: skip
+
+    def use_chosen(self, tasks: Sequence[str]) -> bool:
+        """Resolve ``tall_mask_lambda="chosen"`` from a ``tall_mask`` run's record (its masks
+        are then loaded when saved, else rebuilt at the chosen lambdas); False: no record."""
+        if self.tall_mask_lambda != CHOSEN or self.masks_path:
+            return True  # (a masks file holds one mask per task: no lambda is needed)
+        path = self.chosen_record(tasks)
+        chosen = read_chosen_lambdas(path, tasks) if path is not None else None
+        if chosen is None:
+            return False
+        self.set_lambdas(chosen)
+        return True
+
+    def set_lambdas(self, lambdas: Mapping[str, float]) -> None:
+        """Use these per-task lambdas (loading the saved masks of each when they exist)."""
+        self.tall_mask_lambda = dict(lambdas)
+        directory = self.mask_dir or self._bound_mask_dir
+        if directory is not None:
+            files = MaskFiles(directory, list(lambdas), False, False, self.multitask_tag())
+            self.load_mask = all(files.path(lam).is_file() for lam in set(lambdas.values()))
+
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
+        if not self.use_chosen(list(task_vectors)):
+            raise ConfigError(
+                "consensus with tall_mask_lambda=chosen needs the lambdas a tall_mask run chose "
+                "per task on Val: run main.py (it runs that selection first), or give "
+                "method.tall_mask_lambda=<value> or {Task: value}"
+            )
         vectors = _vectors(task_vectors)
         names = parameter_names(vectors)
         shapes = _shapes(vectors, names)
-        tag = multitask_tag(self.use_ties, self.k, self.ties_agg)
+        tag = self.multitask_tag()
         files = self._mask_files(task_vectors, tag)
         stored = self._sources(task_vectors, files, shapes)
-        lambdas = {task: _lambda_of(self.tall_mask_lambda, task) for task in task_vectors}
+        lambdas = (
+            {task: _lambda_of(self.tall_mask_lambda, task) for task in task_vectors}
+            if stored is None
+            else {}
+        )
         single = isinstance(self.tall_mask_lambda, (int, float))
         save = stored is None and single and files.saving
-        tau_mtl = multitask_tensors(vectors, self.use_ties, self.k, self.ties_agg)
+        zeros = population_zeros(self.trim_population, self.text_side_entries)
+        tau_mtl = multitask_tensors(vectors, self.use_ties, self.k, self.ties_agg, zeros)
         merged: dict[str, torch.Tensor] = {}
         writer = files.writer(float(self.tall_mask_lambda), shapes) if save else nullcontext()
         with writer as write:

@@ -82,18 +82,23 @@ def consensus_mask(masks: Sequence[Mapping[str, torch.Tensor]], prun_thre_k: int
 
 
 def multitask_tensors(
-    vectors: Sequence[Vector], use_ties: bool = False, k: float = 100, ties_agg: str = "sum"
+    vectors: Sequence[Vector],
+    use_ties: bool = False,
+    k: float = 100,
+    ties_agg: str = "sum",
+    extra_zeros: int = 0,
 ) -> Callable[[str], torch.Tensor]:
     """Prepare tau_MTL and return ``name -> tau_MTL[name]``, computed on call over the tasks.
 
     tau_MTL of the references: the sum of top-``k``% trimmed vectors, or (``use_ties=True``,
     ``nik-dim/tall_masks``' ``ties_merging(reset_thresh=20, merge_func="dis-sum")``) TIES with
     k=20 and ``ties_agg``; ``k`` is then ignored, as in the reference. The global passes (trim
-    thresholds, TIES' majority sign) run here, once.
+    thresholds, TIES' majority sign) run here, once. ``extra_zeros``: zero entries added to each
+    trim's population (:mod:`taskmerge.merging.population`).
     """
     if use_ties:
-        return ties_tensors(vectors, k=20, agg=ties_agg)
-    thresholds = [trim_thresholds(v, k) for v in vectors]
+        return ties_tensors(vectors, k=20, agg=ties_agg, extra_zeros=extra_zeros)
+    thresholds = [trim_thresholds(v, k, extra_zeros=extra_zeros) for v in vectors]
 
     def summed(name: str) -> torch.Tensor:
         return running_sum(
@@ -104,8 +109,12 @@ def multitask_tensors(
 
 
 def multitask_vector(
-    vectors: Sequence[Vector], use_ties: bool = False, k: float = 100, ties_agg: str = "sum"
+    vectors: Sequence[Vector],
+    use_ties: bool = False,
+    k: float = 100,
+    ties_agg: str = "sum",
+    extra_zeros: int = 0,
 ) -> dict[str, torch.Tensor]:
     """tau_MTL as a dict (see :func:`multitask_tensors`)."""
-    tensor = multitask_tensors(vectors, use_ties, k, ties_agg)
+    tensor = multitask_tensors(vectors, use_ties, k, ties_agg, extra_zeros)
     return {name: tensor(name) for name in each_parameter(parameter_names(vectors))}

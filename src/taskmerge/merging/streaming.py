@@ -137,27 +137,36 @@ def kth_smallest_magnitude(tensors: TensorSource, rank: int) -> float:
     return _select(tensors, lambda _total: rank)
 
 
-def magnitude_threshold(tensors: TensorSource, k_percent: float) -> float:
+def magnitude_threshold(tensors: TensorSource, k_percent: float, extra_zeros: int = 0) -> float:
     """Threshold t such that ``|x| >= t`` keeps the top ``k_percent``% magnitudes of all tensors.
 
     Args:
         tensors: A callable returning a fresh iterable of tensors (so they can be loaded lazily),
             or a re-iterable collection (list, tuple, dict values). Read once per pass.
         k_percent: Percentage of entries to keep, in [0, 100].
+        extra_zeros: Zero entries counted in the population besides the tensors' own (the
+            text-side leftovers of the references' checkpoints, see :func:`trim_thresholds`).
 
     Returns:
-        The reference's ``kthvalue(n - int(n * k / 100))`` of the concatenated magnitudes, as a
-        Python float (exact: float32 values are representable); 0.0 when nothing is trimmed.
+        The reference's ``kthvalue(n - int(n * k / 100))`` of the concatenated magnitudes (with
+        ``extra_zeros`` zeros appended), as a Python float (exact: float32 values are
+        representable); 0.0 when nothing is trimmed.
     """
     kept_count(0, k_percent)  # validates k before any pass over the tensors
-    return _select(tensors, lambda total: threshold_rank(total, k_percent))
+    if extra_zeros < 0:
+        raise ValueError(f"extra_zeros must be >= 0, got {extra_zeros}")
+
+    def rank_of(total: int) -> int:  # the zeros are the smallest magnitudes: skip past them
+        return max(threshold_rank(total + extra_zeros, k_percent) - extra_zeros, 0)
+
+    return _select(tensors, rank_of)
 
 
 TRIM_SCOPES = ("global", "tensor")
 
 
 def trim_thresholds(
-    vector: Mapping[str, torch.Tensor], k: float, scope: str = "global"
+    vector: Mapping[str, torch.Tensor], k: float, scope: str = "global", extra_zeros: int = 0
 ) -> dict[str, float]:
     """Per-parameter magnitude thresholds keeping the top ``k``% entries of one task vector.
 
@@ -169,6 +178,12 @@ def trim_thresholds(
         k: Percentage kept, in [0, 100].
         scope: ``"global"``: one threshold over the whole vector (the references);
             ``"tensor"``: the top ``k``% of each tensor separately (cheaper variant).
+        extra_zeros: ``"global"`` only: zero entries added to the population. The references
+            (``nik-dim/tall_masks`` ``src/eval/aggregation.py``, after ``ImageEncoder`` deleted
+            only the text ``transformer``) flatten a saved checkpoint that still holds the text
+            side's token and positional embeddings, ``ln_final``, ``text_projection`` and
+            ``logit_scale``, whose task-vector entries are all zero; so their top-k% keeps
+            ``int((n + extra_zeros) * k / 100)`` image entries, more than k% of them.
     """
     if scope not in TRIM_SCOPES:
         raise ConfigError(f"trim_scope must be one of {TRIM_SCOPES}, got {scope!r}")
@@ -177,6 +192,8 @@ def trim_thresholds(
     if k == 100:
         return dict.fromkeys(names, 0.0)
     if scope == "global":
-        threshold = magnitude_threshold(lambda: (vector[name] for name in names), k)
+        threshold = magnitude_threshold(lambda: (vector[name] for name in names), k, extra_zeros)
         return dict.fromkeys(names, threshold)
+    if extra_zeros:
+        raise ConfigError("trim_population=checkpoint needs trim_scope=global (as the references)")
     return {name: magnitude_threshold([vector[name]], k) for name in names}

@@ -27,12 +27,19 @@ with dis-mean; TALL/Consensus build their multi-task vector with k=20, agg="sum"
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from taskmerge.errors import ConfigError
 from taskmerge.merging.base import MergeMethod, check_percentage
+from taskmerge.merging.population import (
+    TrimPopulation,
+    image_fraction_kept,
+    population_zeros,
+    trim_details,
+    vector_numel,
+)
 from taskmerge.merging.registry import register_method
 from taskmerge.merging.streaming import trim_thresholds
 from taskmerge.merging.tensorwise import each_parameter, parameter_names, running_sum
@@ -138,12 +145,17 @@ def majority_sign(vectors: Sequence[Vector], thresholds: Sequence[Mapping[str, f
 
 
 def ties_tensors(
-    vectors: Sequence[Vector], k: float = 20, agg: str = "mean", trim_scope: str = "global"
+    vectors: Sequence[Vector],
+    k: float = 20,
+    agg: str = "mean",
+    trim_scope: str = "global",
+    extra_zeros: int = 0,
 ) -> Callable[[str], torch.Tensor]:
     """Prepare TIES (the global passes: trim thresholds, majority sign) and return
-    ``name -> merged tensor``, computed on call by streaming over the tasks."""
+    ``name -> merged tensor``, computed on call by streaming over the tasks. ``extra_zeros``:
+    zero entries added to each task's trim population (:mod:`taskmerge.merging.population`)."""
     _check_agg(agg)
-    thresholds = [trim_thresholds(v, k, trim_scope) for v in vectors]
+    thresholds = [trim_thresholds(v, k, trim_scope, extra_zeros) for v in vectors]
     majority = majority_sign(vectors, thresholds)
 
     def merged(name: str) -> torch.Tensor:
@@ -154,7 +166,11 @@ def ties_tensors(
 
 
 def ties_merge(
-    vectors: Sequence[Vector], k: float = 20, agg: str = "mean", trim_scope: str = "global"
+    vectors: Sequence[Vector],
+    k: float = 20,
+    agg: str = "mean",
+    trim_scope: str = "global",
+    extra_zeros: int = 0,
 ) -> dict[str, torch.Tensor]:
     """TIES-merge task vectors (parameter name -> tensor), tensor by tensor.
 
@@ -166,11 +182,13 @@ def ties_merge(
         k: Percentage of each task's entries kept by the trim (100: no trim).
         agg: ``"mean"`` (paper, LiNeS) or ``"sum"`` (TALL/Consensus' multi-task vector).
         trim_scope: ``"global"`` (reference: whole task vector) or ``"tensor"``.
+        extra_zeros: Zero entries added to each task's trim population (the references' text
+            side, :mod:`taskmerge.merging.population`).
 
     Returns:
         The merged vector, before the scaling coefficient.
     """
-    merged = ties_tensors(vectors, k, agg, trim_scope)
+    merged = ties_tensors(vectors, k, agg, trim_scope, extra_zeros)
     return {name: merged(name) for name in each_parameter(parameter_names(vectors))}
 
 
@@ -182,6 +200,9 @@ class Ties(MergeMethod):
         k: Top-k% kept per task (paper/LiNeS 20, the default; tall_masks' YAML 100).
         agg: ``"mean"`` (default) or ``"sum"``.
         trim_scope: ``"global"`` (default, reference) or ``"tensor"``.
+        trim_population: ``"image"`` (default: k% of the image weights) or ``"checkpoint"``
+            (the references' population, with the text side's zeros;
+            :mod:`taskmerge.merging.population`).
         scaling_coef: Fixed alpha, or None to sweep ``grid``.
         grid: Alphas tried on Val.
     """
@@ -191,6 +212,7 @@ class Ties(MergeMethod):
         k: float = 20,
         agg: Literal["mean", "sum"] = "mean",
         trim_scope: Literal["global", "tensor"] = "global",
+        trim_population: TrimPopulation = "image",
         scaling_coef: float | None = None,
         grid: Sequence[float] | None = None,
     ) -> None:
@@ -198,7 +220,15 @@ class Ties(MergeMethod):
         if agg not in AGGREGATIONS:
             raise ConfigError(f"method.agg must be one of {AGGREGATIONS}, got {agg!r}")
         self.k, self.agg, self.trim_scope = check_percentage("k", k), agg, trim_scope
+        self.trim_population = trim_population
+        self._kept: float | None = None
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
         vectors = [tv.vector for tv in task_vectors.values()]
-        return TaskVector(ties_merge(vectors, self.k, self.agg, self.trim_scope))
+        zeros = population_zeros(self.trim_population, self.text_side_entries)
+        self._kept = image_fraction_kept(vector_numel(vectors[0]), self.k, zeros)
+        return TaskVector(ties_merge(vectors, self.k, self.agg, self.trim_scope, zeros))
+
+    def details(self) -> dict[str, Any]:
+        """The trim population and the fraction of image weights it keeps per task."""
+        return trim_details(self.trim_population, self._kept)

@@ -30,11 +30,30 @@ class ClipBundle:
     tokenizer: Callable[[list[str]], torch.Tensor]
     name: str
     pretrained: str
+    #: The image transform of training (open_clip's ``preprocess_train``: RandomResizedCrop
+    #: with scale (0.9, 1.0), RGB, ToTensor, Normalize); None: train on ``preprocess``.
+    train_preprocess: Callable | None = None
 
     @property
     def visual(self) -> nn.Module:
         """The image tower: the only part that is fine-tuned and merged."""
         return self.model.visual
+
+    @property
+    def text_side_entries(self) -> int:
+        """Entries the references' saved image-encoder checkpoints hold besides the image tower.
+
+        ``nik-dim/tall_masks`` ``src/models/modeling.py`` (``ImageEncoder``, as in
+        ``mlfoundations/task_vectors``) keeps the whole CLIP and deletes only its text
+        ``transformer``; what is left of the text side (token and positional embeddings,
+        ``ln_final``, ``text_projection``, ``logit_scale``) is never trained, so it adds zeros to
+        every task vector the references trim (:mod:`taskmerge.merging.population`).
+        """
+        return sum(
+            int(value.numel())
+            for key, value in self.model.state_dict().items()
+            if not key.startswith(("visual.", "transformer."))
+        )
 
 
 _WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -138,8 +157,9 @@ def load_clip(
     if name not in open_clip.list_models():
         raise CheckpointError(f"open_clip has no model config named {name!r}")
     weights = resolve_pretrained(name, pretrained, cache_dir)
-    model, _, preprocess = open_clip.create_model_and_transforms(
+    model, train_preprocess, preprocess = open_clip.create_model_and_transforms(
         name, pretrained=weights, force_quick_gelu=quick_gelu, cache_dir=cache_dir
     )
     model.eval()
-    return ClipBundle(model, preprocess, open_clip.get_tokenizer(name), name, pretrained)
+    tokenizer = open_clip.get_tokenizer(name)
+    return ClipBundle(model, preprocess, tokenizer, name, pretrained, train_preprocess)

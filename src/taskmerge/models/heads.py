@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
@@ -59,19 +62,35 @@ def cached_zeroshot_head(
 ) -> ClassificationHead:
     """The zero-shot head of one task, read from ``path`` or built from the text tower and saved
     there (atomically) for the next run."""
-    weight = _read_head(path, len(spec.classnames)) if path.is_file() else None
+    prompts = prompts_digest(spec)
+    weight = _read_head(path, len(spec.classnames), prompts) if path.is_file() else None
     if weight is None:
         weight = zeroshot_weights(
             bundle.model, bundle.tokenizer, spec.classnames, spec.templates, device
         )
-        save_state_dict({"weight": weight}, path, {"task": spec.name})
+        save_state_dict({"weight": weight}, path, {"task": spec.name, PROMPTS_KEY: prompts})
     return ClassificationHead(weight)
 
 
-def _read_head(path: Path, classes: int) -> torch.Tensor | None:
+#: The header key of a cached head that identifies its class names and templates.
+PROMPTS_KEY = "prompts_sha256"
+
+
+def prompts_digest(spec: TaskSpec) -> str:
+    """A digest of the class names and templates a head is built from (a protocol's other
+    templates, e.g. TSV's for EMNIST, give another head)."""
+    text = json.dumps([list(spec.classnames), list(spec.templates)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _read_head(path: Path, classes: int, prompts: str) -> torch.Tensor | None:
     """A cached head's weight, or None (with one warning) when the file is damaged: it is then
-    rebuilt from the text tower."""
+    rebuilt from the text tower. A head of other prompts (or from before they were recorded)
+    is rebuilt without a warning."""
     try:
+        with safe_open(str(path), framework="pt") as handle:
+            if (handle.metadata() or {}).get(PROMPTS_KEY) != prompts:
+                return None
         verify_checksum(path, fix="it is rebuilt")
         weight = load_file(str(path))["weight"]
         if weight.ndim != 2 or weight.shape[0] != classes or not torch.isfinite(weight).all():

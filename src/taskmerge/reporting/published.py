@@ -34,11 +34,15 @@ SOURCES = {
     "TSV": (
         "Gargiulo et al., Task Singular Vectors, CVPR 2025 (arXiv:2412.00081): means of "
         f"{_TSV_REPO} notebooks/animation_data/radar_results_{{model}}.json, normalized by "
-        "results/single_task/{model}/nonlinear_ft_accuracies.json (= paper Table 1)"
+        "results/single_task/{model}/nonlinear_ft_accuracies.json (= paper Table 1). "
+        "Artifacts: TSV's older release checkpoints; that file's fine-tuned DTD test accuracy "
+        "(0.980 = 921/940) comes from a DTD folder whose test images are also in train, which "
+        "inflates DTD and every normalized mean"
     ),
     "ISO": (
         "Marczak et al., No Task Left Behind: Isotropic Model Merging with Common and "
-        "Task-Specific Subspaces, ICML 2025 (arXiv:2502.04959), TSV/TALL-mask checkpoints"
+        "Task-Specific Subspaces, ICML 2025 (arXiv:2502.04959), TSV/TALL-mask checkpoints. "
+        "Artifact: the tall_masks/TSV release's DTD folder (test images also in train)"
     ),
 }
 

@@ -254,6 +254,7 @@ def build_report(runs: Sequence[Run], skipped: Sequence[Skipped] = ()) -> Report
         _disambiguate(rows)
         rows += _finetuned_rows(members)
         notes = [note for run in members if (note := _target_note(run))]
+        notes += [note for run in members for note in _data_notes(run)]
         tables.append(Table(model, pretrained, list(tasks), rows, notes))
     return Report(tables, list(runs), list(skipped))
 
@@ -377,6 +378,19 @@ def grid_edge_of(run: Run) -> dict[str, Any] | None:
         kept = [o for o in overrides if not o.lstrip("+~").startswith("method.grid=")]
         edge["command"] = shlex.join(["python", "main.py", *kept, edge["override"]])
     return edge
+
+
+def _data_notes(run: Run) -> list[str]:
+    """A run on a subset (``limit_samples``) or on a known split variant is flagged: its
+    numbers are not those of the reference splits."""
+    label = f"{run.results.get('method')} ({run.path.name})"
+    notes = []
+    if run.results.get("subset"):
+        notes.append(f"{label}: a subset run (the first {run.results['subset']} samples of each "
+                     "split): not comparable to published figures")  # fmt: skip
+    for task, variant in (run.results.get("split_variants") or {}).items():
+        notes.append(f"{label}: {task} is {variant}")
+    return notes
 
 
 def _target_note(run: Run) -> str | None:
