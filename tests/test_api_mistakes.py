@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 import taskmerge
 from taskmerge.app.merge_cli import merge_main
 from taskmerge.errors import CheckpointError, ConfigError
-from taskmerge.io.tensors import save_state_dict
+from taskmerge.io.tensors import load_state_dict, save_state_dict
 from tests.helpers.checkpoints import write_checkpoints
 
 
@@ -106,7 +106,70 @@ def test_a_whole_clip_as_pretrained_gives_its_image_tower(
         taskmerge.merge(whole, {"a": other}, scaling_coef=0.5)
 
 
+def test_a_whole_clip_with_another_tower_is_refused_naming_the_keys(tiny_clip) -> None:  # noqa: ANN001
+    whole = dict(tiny_clip.model.state_dict())
+    tuned = {
+        k.replace("ln_pre", "ln_0"): v + 0.01 for k, v in tiny_clip.visual.state_dict().items()
+    }
+    with pytest.raises(CheckpointError) as info:
+        taskmerge.merge(whole, {"a": tuned}, scaling_coef=0.5)
+    message = str(info.value)
+    assert "whole CLIP whose image tower (visual.*) does not match" in message
+    assert "missing keys ['ln_0.bias', 'ln_0.weight']" in message
+    assert "unexpected keys ['ln_pre.bias', 'ln_pre.weight']" in message
+    assert "ln_final" not in message and "token_embedding" not in message  # the text side
+
+
+def test_an_open_clip_training_checkpoint_as_pretrained(
+    tiny_clip,  # noqa: ANN001
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """open_clip's own training checkpoint: ``{"epoch", "name", "state_dict": {"module.*"}}``
+    (DDP-wrapped CLIP), a weights-only ``.pt``."""
+    tower = tiny_clip.visual.state_dict()
+    state = {f"module.{k}": v for k, v in tiny_clip.model.state_dict().items()}
+    path = tmp_path / "epoch_32.pt"
+    torch.save({"epoch": 32, "name": "run", "state_dict": state}, path)
+    tuned = {k: v - 0.02 for k, v in tower.items()}
+    with caplog.at_level("INFO", logger="taskmerge"):
+        merged = taskmerge.merge(path, {"a": tuned}, scaling_coef=0.5)
+    assert "whole CLIP: its image tower (module.visual.*)" in caplog.text
+    assert set(merged) == set(tower)
+    assert torch.allclose(merged["conv1.weight"], tower["conv1.weight"] - 0.01)
+
+
 # --------------------------------------------------------------------------- taskmerge-merge
+def test_the_command_takes_a_whole_clip_file_as_pretrained(tiny_clip, tmp_path: Path,  # noqa: ANN001
+                                                           capsys) -> None:  # fmt: skip
+    """The issue's command: ``taskmerge-merge --pretrained <the cached tiny CLIP> --finetuned
+    Digits=... Colors=...`` with image-tower checkpoints: one line says the tower is used."""
+    tower = tiny_clip.visual.state_dict()
+    whole = tmp_path / "tiny-clip.safetensors"
+    save_state_dict(dict(tiny_clip.model.state_dict()), whole)
+    paths = {}
+    for shift, task in ((0.02, "Digits"), (-0.04, "Colors")):
+        paths[task] = tmp_path / f"{task}.safetensors"
+        save_state_dict({k: v + shift for k, v in tower.items()}, paths[task])
+    out = tmp_path / "merged.safetensors"
+    code, err = _cli(capsys, "--pretrained", str(whole), "--finetuned",
+                     *[f"{t}={p}" for t, p in paths.items()], "--scaling-coef", "0.5",
+                     "--save-to", str(out))  # fmt: skip
+    assert code == 0, err
+    assert "taskmerge-merge: pretrained is a whole CLIP: its image tower (visual.*)" in err
+    merged = load_state_dict(out)
+    assert set(merged) == set(tower)
+    assert torch.allclose(merged["conv1.weight"], tower["conv1.weight"] - 0.01, atol=1e-6)
+    save_state_dict({k.replace("ln_pre", "ln_0"): v for k, v in tower.items()}, paths["Colors"])
+    save_state_dict({k.replace("ln_pre", "ln_0"): v for k, v in tower.items()}, paths["Digits"])
+    code, err = _cli(capsys, "--pretrained", str(whole), "--finetuned",
+                     *[f"{t}={p}" for t, p in paths.items()], "--scaling-coef", "0.5",
+                     "--save-to", str(tmp_path / "other.safetensors"))  # fmt: skip
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert "missing keys ['ln_0.bias', 'ln_0.weight']" in lines[0]
+
+
 def _cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str]:
     try:
         code = merge_main(list(argv))

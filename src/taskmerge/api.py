@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from taskmerge.errors import CheckpointError, ConfigError
+from taskmerge.interop.keys import VISUAL_PREFIXES
 from taskmerge.io.tensors import (
     StateDict,
     load_state_dict,
@@ -230,16 +231,37 @@ def _keys_of(model: Source) -> list[str]:
 
 
 def image_tower(base: StateDict, tuned_keys: list[str]) -> StateDict:
-    """``base`` itself, or its image tower when it is a whole CLIP (or a reference repo's
-    ``ImageEncoder``) and the fine-tuned models are image towers."""
+    """``base`` itself, or its image tower when it is a whole CLIP (an open_clip model or
+    checkpoint, DDP's ``module.`` included, or a reference repo's ``ImageEncoder``) and the
+    fine-tuned models are image towers.
+
+    Raises:
+        CheckpointError: ``base`` is a whole CLIP whose image tower lacks keys of the fine-tuned
+            models (another architecture), naming the keys that differ.
+    """
     if not tuned_keys or set(tuned_keys) <= set(base):
         return base
-    for prefix in ("visual.", "model.visual.", "module.visual."):
-        if all(prefix + key in base for key in tuned_keys):
-            tower = {k[len(prefix) :]: v for k, v in base.items() if k.startswith(prefix)}
-            log.info("pretrained is a whole CLIP: its image tower (%s*) is merged", prefix)
-            return tower
+    for prefix in VISUAL_PREFIXES:
+        tower = {k[len(prefix) :]: v for k, v in base.items() if k.startswith(prefix)}
+        if not tower:
+            continue
+        missing = sorted(set(tuned_keys) - set(tower))
+        if missing:
+            unexpected = sorted(set(tower) - set(tuned_keys))
+            raise CheckpointError(
+                f"pretrained is a whole CLIP whose image tower ({prefix}*) does not match the "
+                f"fine-tuned models: missing keys {_few(missing)}, unexpected keys "
+                f"{_few(unexpected)}: give the pretrained model they were fine-tuned from"
+            )
+        log.info("pretrained is a whole CLIP: its image tower (%s*) is merged", prefix)
+        return tower
     return base
+
+
+def _few(keys: list[str], shown: int = 5) -> str:
+    """``keys`` as a list, the first ``shown`` of them and how many more."""
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return f"{keys[:shown]}{more}"
 
 
 def _save_targets(

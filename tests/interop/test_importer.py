@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 import taskmerge
 from taskmerge.errors import CheckpointError
-from taskmerge.finetune.modes import FinetuningMode, Linearized
+from taskmerge.finetune.modes import AttentionOnly, FinetuningMode, Linearized
 from taskmerge.interop import hf_clip
 from taskmerge.interop.importer import import_checkpoints
 from taskmerge.io.digest import fingerprint
@@ -178,6 +178,45 @@ def test_tangent_linear_checkpoints_import_as_finetuning_linear(tiny, tmp_path: 
         assert linear.task_vector(task).mode == "linear"
 
 
+def test_linear_2_checkpoints_import_as_finetuning_attention(tiny, tmp_path: Path) -> None:
+    """kyrie-23/linear_task_arithmetic's ``--finetuning-mode=linear-2`` writes
+    ``<Task>Val/linear-2_{finetuned,zeroshot}.pt``: ``ReluEncoder.save``, a dict of the wrapped
+    ImageEncoder's tensors (``image_encoder.model.visual.*``) plus ``model_name``."""
+    pretrained = tiny.model.visual.state_dict()
+
+    def relu_encoder_file(clip: torch.nn.Module) -> dict:
+        return {**{f"image_encoder.{k}": v for k, v in encoder_state(clip).items()},
+                "model_name": MODEL}  # fmt: skip
+
+    clips = {}
+    for index, task in enumerate(TASKS):  # only the attention projections move
+        clip = copy.deepcopy(tiny.model)
+        generator = torch.Generator().manual_seed(index + 1)
+        with torch.no_grad():
+            for name, param in clip.visual.named_parameters():
+                if name.endswith(("attn.in_proj_weight", "attn.out_proj.weight")):
+                    param.add_(0.01 * torch.randn(param.shape, generator=generator))
+        clips[task] = clip
+    source = tmp_path / "checkpoints" / MODEL
+    for task, clip in clips.items():
+        (source / f"{task}Val").mkdir(parents=True)
+        torch.save(relu_encoder_file(clip), source / f"{task}Val" / "linear-2_finetuned.pt")
+        torch.save(relu_encoder_file(tiny.model), source / f"{task}Val" / "linear-2_zeroshot.pt")
+    store, linear = stores(tmp_path / "ckpt", pretrained)
+    attention = CheckpointStore(tmp_path / "ckpt", MODEL, "shipped", AttentionOnly(), pretrained,
+                                fingerprint(pretrained))  # fmt: skip
+    report = import_checkpoints(tmp_path, MODEL, store, linear, attention_store=attention)
+    assert report.imported == TASKS and report.pretrained_difference == 0.0
+    assert attention.layout.mode_dir == tmp_path / "ckpt" / MODEL / "attention"
+    assert store.missing(TASKS) == TASKS and linear.missing(TASKS) == TASKS
+    for task, clip in clips.items():
+        state = attention.load(task)
+        assert set(state) == set(pretrained)
+        assert all(torch.equal(state[k], v) for k, v in clip.visual.state_dict().items())
+        moved = {k for k in pretrained if not torch.equal(state[k], pretrained[k])}
+        assert moved and all(k.endswith(("in_proj_weight", "out_proj.weight")) for k in moved)
+
+
 def _open_clip_to_hf(visual: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """open_clip ``visual`` keys -> transformers ``CLIPVisionModel`` keys (the inverse mapping)."""
     out = {
@@ -272,7 +311,7 @@ def test_refusals_write_nothing(tiny, tmp_path: Path) -> None:
 IMPORT_CHILD = r"""
 import sys
 from taskmerge.io.digest import fingerprint
-from taskmerge.finetune.modes import FinetuningMode, Linearized
+from taskmerge.finetune.modes import AttentionOnly, FinetuningMode, Linearized
 from taskmerge.interop.importer import import_checkpoints
 from taskmerge.models.tiny import load_tiny_clip
 from taskmerge.store.checkpoints import CheckpointStore

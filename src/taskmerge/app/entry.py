@@ -1,9 +1,11 @@
 """The one opening of the root scripts: ``run(__file__, "config", merge_job)``.
 
-Sets the default home (``<repo>/cache``), registers the config resolvers, checks the command
-line before Hydra starts (one line, exit 2, for an unknown option, a wrongly typed value or an
-unwritable output directory), then runs the job as a Hydra app whose config is checked again
-(:func:`taskmerge.app.schema.check_config`) and whose user errors are one line too.
+Sets the default home (``<repo>/cache``), registers the config resolvers, reads the reference
+repos' flags (``--model=ViT-B-32``, :mod:`taskmerge.app.reference_flags`) as the Hydra overrides
+they mean, checks the command line before Hydra starts (one line, exit 2, for an unknown
+option, a wrongly typed value or an unwritable output directory), then runs the job as a Hydra
+app whose config is checked again (:func:`taskmerge.app.schema.check_config`) and whose user
+errors are one line too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from omegaconf import DictConfig
 from taskmerge.app.command_line import check_command_line
 from taskmerge.app.config import register_resolvers, resolved, set_default_home
 from taskmerge.app.errors import user_errors
+from taskmerge.app.reference_flags import translate
 from taskmerge.app.schema import check_config
 
 
@@ -30,6 +33,7 @@ def run(script: str, config_name: str, job: Callable[[DictConfig], Any]) -> None
     set_default_home(root)
     register_resolvers()
     config_dir = root / "config"
+    sys.argv[1:] = translate(config_name, sys.argv[1:])  # the reference repos' --flags
     check_command_line(config_dir, config_name, sys.argv[1:])
 
     @functools.wraps(job)

@@ -12,7 +12,7 @@ from taskmerge.app.config import task_names
 from taskmerge.app.workspace import load_pretrained
 from taskmerge.data.task_lists import resolve_task_specs
 from taskmerge.errors import CheckpointError
-from taskmerge.finetune.modes import FinetuningMode, Linearized
+from taskmerge.finetune.modes import AttentionOnly, FinetuningMode, Linearized
 from taskmerge.interop import importer
 from taskmerge.interop.hub import fetch, parse_hub_source
 from taskmerge.models.tiny import TINY_MODEL_NAME
@@ -50,9 +50,11 @@ def import_job(cfg: DictConfig) -> importer.ImportReport:
         report = importer.ImportReport(imported=[cfg.task])
     else:
         linear = model.store(cfg.paths.checkpoints, Linearized())
+        attention = model.store(cfg.paths.checkpoints, AttentionOnly())  # linear-2's files
         report = importer.import_checkpoints(
-            root, model.bundle.name, standard, linear, explicit, cfg.layout, cfg.overwrite
-        )
+            root, model.bundle.name, standard, linear, explicit, cfg.layout, cfg.overwrite,
+            attention_store=attention,
+        )  # fmt: skip
     where = standard.layout.mode_dir
     log.info("imported %s; unchanged %s", report.imported or "-", report.skipped or "-")
     if report.masks:

@@ -14,7 +14,10 @@ one model, whatever the number of tasks). ``--set key=value`` gives any YAML key
 from __future__ import annotations
 
 import ast
-from collections.abc import Sequence
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +65,22 @@ def finetuned_paths(items: Sequence[str], directory: str | None) -> dict[str, Pa
 RESERVED = ("pretrained", "finetuned", "method", "save_to", "overwrite", "return_state_dict")
 
 
+@contextmanager
+def _log_lines() -> Iterator[None]:
+    """taskmerge's log lines on stderr (``taskmerge-merge: <line>``) while the merge runs."""
+    logger = logging.getLogger("taskmerge")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("taskmerge-merge: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def merge_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``taskmerge-merge``; returns the exit status."""
     parser = OneLineParser(prog="taskmerge-merge", description=__doc__.splitlines()[0])
@@ -89,8 +108,9 @@ def merge_main(argv: Sequence[str] | None = None) -> int:
         if args.scaling_coef is not None:
             options["scaling_coef"] = args.scaling_coef
         paths = finetuned_paths(args.finetuned, args.finetuned_dir)
-        merge(args.pretrained, paths, method=args.method, save_to=args.save_to,
-              overwrite=args.overwrite, **options)  # fmt: skip
+        with _log_lines():  # e.g. "pretrained is a whole CLIP: its image tower ... is merged"
+            merge(args.pretrained, paths, method=args.method, save_to=args.save_to,
+                  overwrite=args.overwrite, **options)  # fmt: skip
     except TaskmergeError as exc:
         print_user_error(exc, "taskmerge-merge")
         return USER_ERROR

@@ -68,6 +68,10 @@ ENTRY_KEYS: dict[str, dict[str, Any]] = {
         "overwrite": (bool, False),
     },
     "finetune": {"finetune_missing": (bool, True), "overwrite": (bool, False)},
+    "eval_single_task": {
+        "evaluate": (Literal["finetuned", "zeroshot"], "finetuned"),
+        "finetune_missing": (bool, False),
+    },
     "analyze": {"finetune_missing": (bool, False), "overwrite": (bool, False)},
     "import": {
         "finetune_missing": (bool, False),
@@ -81,6 +85,7 @@ ENTRY_KEYS: dict[str, dict[str, Any]] = {
     },
     "prepare_data": {"action": (Literal["prepare", "status"], "prepare")},
 }
+ENTRY_KEYS["eval_task_addition"] = ENTRY_KEYS["config"]  # main.py's job on another grid
 #: Nested nodes checked as plain sections (no ``_target_``): name -> fields.
 SECTIONS: dict[str, dict[str, Any]] = {
     "paths": {"root": (str, ...), "data": (str, ...), "checkpoints": (str, ...),
@@ -99,7 +104,9 @@ SECTIONS: dict[str, dict[str, Any]] = {
 TARGETS = ("model", "finetuning", "train", "logger")
 #: Config name -> the script it configures (for messages).
 SCRIPTS = {"config": "main.py", "finetune": "finetune.py", "analyze": "analyze.py",
-           "import": "import_checkpoints.py", "prepare_data": "prepare_data.py"}  # fmt: skip
+           "import": "import_checkpoints.py", "prepare_data": "prepare_data.py",
+           "eval_single_task": "eval_single_task.py",
+           "eval_task_addition": "eval_task_addition.py"}  # fmt: skip
 
 
 @cache

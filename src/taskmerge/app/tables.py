@@ -65,9 +65,12 @@ def methods_table() -> str:
 def modes_table() -> str:
     """One row per fine-tuning mode config: its name, what trains, its forward."""
     rows = ["| `finetuning=` | what trains | forward |", "|---|---|---|"]
-    for path in sorted((CONFIG_DIR / "finetuning").glob("*.yaml")):
+    paths = sorted((CONFIG_DIR / "finetuning").glob("*.yaml"))
+    for path in paths:
         mode = instantiate(_compose([f"finetuning={path.stem}"]).finetuning)
         doc = (type(mode).__doc__ or "").strip().splitlines()[0].replace("``", "`")
+        if mode.name != path.stem and mode.name in {p.stem for p in paths}:  # another name
+            doc = f"The reference repos' name for `{mode.name}` (the same checkpoints)."
         rows.append(f"| `{path.stem}` | {doc} | {mode.forward} |")
     return "\n".join(rows)
 

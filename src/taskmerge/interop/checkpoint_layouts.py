@@ -6,7 +6,9 @@ Layouts (``detect_layout``):
   ``[single_task/]<model>/<Task>Val/nonlinear_finetuned.pt``,
   ``.../MNISTVal/nonlinear_zeroshot.pt``, ``<model>/head_<Task>Val.pt``,
   ``tall_masks/<model>/TALL_mask_<n>task.npy``.
-* ``tangent``: ``checkpoints/<model>/<Task>Val/{linear_,}{finetuned,zeroshot}.pt``.
+* ``tangent``: ``checkpoints/<model>/<Task>Val/{linear_,}{finetuned,zeroshot}.pt``; the
+  linear-2 repo (kyrie-23/linear_task_arithmetic ``src/finetune.py``) writes its attention-only
+  checkpoints beside them as ``linear-2_{finetuned,zeroshot}.pt``.
 * ``task_vectors``: ``checkpoints/<model>/<Task>[Val]/finetuned.pt`` with ``zeroshot.pt`` beside
   the task folders or inside them.
 * ``fusion_bench``: ``clip-vit-<size>_<task>/{config.json,model.safetensors}`` folders (also under
@@ -70,7 +72,7 @@ def detect_layout(root: str | Path) -> str:
         _MASK_FILE.match(n) for n in names
     ):
         return TALL_MASKS
-    if names & {"linear_finetuned.pt", "linear_zeroshot.pt"}:
+    if names & {"linear_finetuned.pt", "linear_zeroshot.pt", LINEAR_2_FILE}:
         return TANGENT
     if names & {"finetuned.pt", "zeroshot.pt"}:
         return TASK_VECTORS
@@ -109,7 +111,10 @@ def find_model_dir(root: str | Path, model: str) -> Path:
     raise CheckpointError(f"no folder for {model} under {root} (looked at {', '.join(looked)})")
 
 
-_CHECKPOINT_FILES = ("nonlinear_finetuned.pt", "finetuned.pt", "linear_finetuned.pt")
+#: The linear-2 repo's attention-only checkpoint (``--finetuning-mode=linear-2``).
+LINEAR_2_FILE = "linear-2_finetuned.pt"
+_CHECKPOINT_FILES = ("nonlinear_finetuned.pt", "finetuned.pt", "linear_finetuned.pt",
+                     LINEAR_2_FILE)  # fmt: skip
 
 
 def task_folders(model_dir: str | Path) -> dict[str, Path]:
@@ -128,17 +133,22 @@ def task_folders(model_dir: str | Path) -> dict[str, Path]:
     return out
 
 
-def finetuned_file(layout: str, linear: bool = False) -> str:
-    """The file name of a task's fine-tuned checkpoint in ``layout``."""
+def finetuned_file(layout: str, linear: bool = False, attention: bool = False) -> str:
+    """The file name of a task's fine-tuned checkpoint in ``layout`` (``attention``: the
+    linear-2 repo's attention-only one)."""
     if layout == TALL_MASKS:
         return "nonlinear_finetuned.pt"
+    if attention:
+        return LINEAR_2_FILE
     return "linear_finetuned.pt" if linear else "finetuned.pt"
 
 
-def find_zeroshot(model_dir: str | Path, layout: str, linear: bool = False) -> Path | None:
+def find_zeroshot(
+    model_dir: str | Path, layout: str, linear: bool = False, attention: bool = False
+) -> Path | None:
     """The pretrained checkpoint of a model folder: beside the task folders, in ``MNISTVal``
     (where tall_masks keeps it) or in the first task folder holding one; None if absent."""
-    name = finetuned_file(layout, linear).replace("finetuned", "zeroshot")
+    name = finetuned_file(layout, linear, attention).replace("finetuned", "zeroshot")
     model_dir = Path(model_dir).expanduser()
     folders = task_folders(model_dir)
     candidates = [model_dir / name]

@@ -9,7 +9,9 @@ Sources (see :mod:`taskmerge.interop` for the readers; nothing is ever unpickled
   ``method=tall_mask method.load_mask=true`` and ``method=consensus method.load_mask=true``
   read them);
 * the task_vectors / tangent layout: ``checkpoints/<model>/<Task>Val/finetuned.pt`` (pickled
-  open_clip 2.x modules) and ``linear_finetuned.pt`` (imported as ``finetuning=linear``);
+  open_clip 2.x modules), ``linear_finetuned.pt`` (imported as ``finetuning=linear``) and the
+  linear-2 repo's ``linear-2_finetuned.pt`` (attention-only, imported as
+  ``finetuning=attention``, which ``finetuning=linear-2`` names too);
 * FusionBench's ``tanganke/clip-vit-..._<task>`` models (transformers ``CLIPVisionModel``; the
   frozen visual projection is taken from the pretrained model);
 * plain open_clip state dicts (``.safetensors`` or weights-only ``.pt``), one task per file.
@@ -81,6 +83,7 @@ class Source:
     path: Path
     layout: str
     linear: bool = False
+    attention: bool = False  # the linear-2 repo's attention-only checkpoint
 
 
 @dataclass
@@ -95,7 +98,11 @@ class Discovery:
 
 
 def discover(
-    root: str | Path, model: str, layout: str = "auto", linear: bool | None = None
+    root: str | Path,
+    model: str,
+    layout: str = "auto",
+    linear: bool | None = None,
+    attention: bool | None = None,
 ) -> Discovery:
     """Find the checkpoints of ``model`` under ``root``.
 
@@ -103,6 +110,8 @@ def discover(
         layout: ``auto`` or one of :data:`taskmerge.interop.checkpoint_layouts.LAYOUTS`.
         linear: For the tangent layout: import ``linear_finetuned.pt`` (default: when present)
             instead of ``finetuned.pt``.
+        attention: For the tangent layout: import the linear-2 repo's ``linear-2_finetuned.pt``
+            (default: when present and no ``linear_finetuned.pt`` is).
     """
     root = Path(root).expanduser()
     layout = detect_layout(root) if layout == "auto" else layout
@@ -115,20 +124,26 @@ def discover(
         return Discovery(layout, [Source(p.stem, p, layout) for p in files])
     model_dir = find_model_dir(root, model)
     folders = task_folders(model_dir)
+
+    def present(name: str) -> bool:
+        return layout == "tangent" and any((f / name).is_file() for f in folders.values())
+
     if linear is None:
-        linear = layout == "tangent" and any(
-            (f / finetuned_file(layout, True)).is_file() for f in folders.values()
-        )
-    name = finetuned_file(layout, bool(linear))
+        linear = not attention and present(finetuned_file(layout, True))
+    if attention is None:
+        attention = not linear and present(finetuned_file(layout, attention=True))
+    if linear and attention:
+        raise CheckpointError("a checkpoint is linearized or attention-only, not both")
+    name = finetuned_file(layout, bool(linear), bool(attention))
     sources = [
-        Source(task, folder / name, layout, bool(linear))
+        Source(task, folder / name, layout, bool(linear), bool(attention))
         for task, folder in folders.items()
         if (folder / name).is_file()
     ]
     return Discovery(
         layout,
         sources,
-        zeroshot=find_zeroshot(model_dir, layout, bool(linear)),
+        zeroshot=find_zeroshot(model_dir, layout, bool(linear), bool(attention)),
         heads=find_heads(model_dir),
         masks=find_tall_mask_files(root, model) if layout == "tall_masks" else {},
     )
@@ -216,9 +231,11 @@ def import_checkpoints(
     tasks: Sequence[str] | None = None,
     layout: str = "auto",
     overwrite: bool = False,
+    attention_store: CheckpointStore | None = None,
 ) -> ImportReport:
     """Import every task of ``tasks`` (default: all found) from ``root`` into ``store`` (the
-    ``linear`` layout's tasks into ``linear_store``). A checkpoint the import did not write
+    ``linear`` layout's tasks into ``linear_store``, the linear-2 repo's attention-only ones into
+    ``attention_store``). A checkpoint the import did not write
     itself (e.g. one ``finetune.py`` made) is replaced only with ``overwrite``.
 
     Raises:
@@ -242,12 +259,12 @@ def import_checkpoints(
     report.pretrained_difference = check_same_pretrained(discovery, store.pretrained, model)
     for task in wanted:  # nothing of the user's is replaced: checked before anything is written
         source = by_task[task]
-        target = linear_store if source.linear and linear_store is not None else store
+        target = _target(source, store, linear_store, attention_store)
         if not overwrite:
             check_not_foreign(target, task)
     for task in wanted:
         source = by_task[task]
-        target = linear_store if source.linear and linear_store is not None else store
+        target = _target(source, store, linear_store, attention_store)
         if import_one(source, target, discovery):
             report.imported.append(task)
         else:
@@ -255,6 +272,20 @@ def import_checkpoints(
     report.heads = _import_heads(discovery, store, wanted)
     report.masks = _import_masks(discovery, store, wanted)
     return report
+
+
+def _target(
+    source: Source,
+    store: CheckpointStore,
+    linear_store: CheckpointStore | None,
+    attention_store: CheckpointStore | None,
+) -> CheckpointStore:
+    """The store a source's task goes to (its mode's; ``store`` when that one is not given)."""
+    if source.linear and linear_store is not None:
+        return linear_store
+    if source.attention and attention_store is not None:
+        return attention_store
+    return store
 
 
 def _manifest(store: CheckpointStore) -> tuple[Path, dict[str, Any]]:

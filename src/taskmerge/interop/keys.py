@@ -13,8 +13,11 @@ from taskmerge.errors import CheckpointError
 
 StateDict = dict[str, torch.Tensor]
 
-# Most specific first: an ImageEncoder's ``model.visual.``, a CLIP's ``visual.``, DDP's ``module.``.
-VISUAL_PREFIXES = ("module.model.visual.", "model.visual.", "module.visual.", "visual.")
+# Most specific first: the linear-2 repo's wrapper around an ImageEncoder (kyrie-23
+# src/linearize.py ``ReluEncoder.save``: ``image_encoder.model.visual.``), an ImageEncoder's
+# ``model.visual.``, a CLIP's ``visual.``, DDP's ``module.``.
+VISUAL_PREFIXES = ("image_encoder.model.visual.", "module.model.visual.", "model.visual.",
+                   "module.visual.", "visual.")  # fmt: skip
 REQUIRED_VISUAL_KEYS = ("conv1.weight", "class_embedding", "positional_embedding")
 
 # ``state_dict`` (= ``named_parameters``) order of open_clip's ViT tower: its own parameters first,
