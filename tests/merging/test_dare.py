@@ -33,7 +33,7 @@ def vectors(count: int, dtype: torch.dtype = torch.float64, seed: int = 0) -> li
     ]
 
 
-def reference_mask(shape: tuple, p: float, seed: int, task: int, name: str) -> torch.Tensor:
+def reference_mask(shape: tuple, p: float, seed: int, task: str, name: str) -> torch.Tensor:
     """The convention as documented, written out again."""
     text = f"{seed}/{task}/{name}".encode()
     generator = torch.Generator()
@@ -41,13 +41,14 @@ def reference_mask(shape: tuple, p: float, seed: int, task: int, name: str) -> t
     return torch.rand(shape, generator=generator, dtype=torch.float32) > p
 
 
-def reference_dropped(vecs: list[dict], p: float, seed: int) -> list[dict]:
+def reference_dropped(vecs: list[dict], p: float, seed: int, tasks: list | None = None) -> list:
+    tasks = tasks or [str(i) for i in range(len(vecs))]
     return [
         {
-            n: v[n].double() * reference_mask(v[n].shape, p, seed, i, n).double() / (1 - p)
+            n: v[n].double() * reference_mask(v[n].shape, p, seed, task, n).double() / (1 - p)
             for n in v
         }
-        for i, v in enumerate(vecs)
+        for task, v in zip(tasks, vecs, strict=True)
     ]
 
 
@@ -120,11 +121,25 @@ def test_bit_identical_on_rerun_other_seed_other_masks_order_free() -> None:
         assert torch.equal(first.vector[n], again.vector[n])
     other = dare_sum(vecs, 0.5, True, 12)
     assert not torch.equal(other["a.weight"], dare_sum(vecs, 0.5, True, 11)["a.weight"])
-    # a mask depends on (seed, task index, name) only: reading order, repeats, reversed dicts
-    view = DroppedVector(vecs[1], 1, 0.5, True, 11)
-    reversed_view = DroppedVector(dict(reversed(list(vecs[1].items()))), 1, 0.5, True, 11)
+    # a mask depends on (seed, task name, name) only: reading order, repeats, reversed dicts
+    view = DroppedVector(vecs[1], "t1", 0.5, True, 11)
+    reversed_view = DroppedVector(dict(reversed(list(vecs[1].items()))), "t1", 0.5, True, 11)
     for n in reversed(SHAPES):
         assert torch.equal(view[n], view[n]) and torch.equal(view[n], reversed_view[n])
+    # ... so neither the task order nor the other tasks change a task's mask
+    names = ["MNIST", "Cars", "DTD"]
+    merged = DareTaskArithmetic(p=0.5, seed=2).merge(
+        {task: TaskVector(v) for task, v in zip(names, vecs, strict=True)}
+    )
+    shuffled = DareTaskArithmetic(p=0.5, seed=2).merge(
+        {task: TaskVector(v) for task, v in reversed(list(zip(names, vecs, strict=True)))}
+    )
+    expected = reference_dropped(vecs, 0.5, 2, names)
+    for n in SHAPES:
+        assert torch.allclose(merged.vector[n], shuffled.vector[n], atol=1e-6)
+        assert torch.allclose(merged.vector[n].double(), sum(e[n] for e in expected), atol=1e-6)
+    alone = dare_sum(vecs[1:2], 0.5, True, 2, tasks=["Cars"])
+    assert torch.equal(alone["c"].double(), expected[1]["c"])
 
 
 def test_inputs_are_not_mutated_and_p_zero_is_task_arithmetic() -> None:

@@ -14,17 +14,19 @@ and elects signs exactly as :mod:`taskmerge.merging.ties`, with FusionBench's de
 (``threshold: 20``, ``merge_func: sum``).
 
 **Mask seed convention** (FusionBench draws every mask from the global generator in parameter
-order, so its masks depend on the order and number of tensors read). Here the mask of task
-``i`` (its position in the task list, from 0) on parameter ``name`` is::
+order, so its masks depend on the order and number of tensors read). Here the mask of the task
+named ``task`` (its name in the task list, e.g. ``MNIST``; the pure functions below default to
+the task's position ``"0"``, ``"1"``, ... when given no names) on parameter ``name`` is::
 
-    g = torch.Generator().manual_seed(mask_seed(seed, i, name))
+    g = torch.Generator().manual_seed(mask_seed(seed, task, name))
     keep = torch.rand(shape, generator=g, dtype=torch.float32) > p
 
-with ``mask_seed = int.from_bytes(sha256(f"{seed}/{i}/{name}").digest()[:8], "little") >> 1``
-(a 63-bit seed), drawn on the CPU. A mask is therefore a pure function of (seed, task index,
+with ``mask_seed = int.from_bytes(sha256(f"{seed}/{task}/{name}").digest()[:8], "little") >> 1``
+(a 63-bit seed), drawn on the CPU. A mask is therefore a pure function of (seed, task name,
 parameter name, shape): the same on every read of a lazy task vector, in any streaming order
-(TIES reads each vector four times), on rerun, and whether the vectors are in memory or lazy.
-To compare with FusionBench, give its ``param_random_drop_`` these masks.
+(TIES reads each vector four times), on rerun, in memory or lazy, whatever the order of the
+task list and whichever other tasks are merged. To compare with FusionBench, give its
+``param_random_drop_`` these masks.
 
 Memory: a dropped vector is a view computing ``vector[name]`` and its mask on each lookup
 (:class:`DroppedVector`); the merges stream over it like any lazy vector.
@@ -48,31 +50,31 @@ from taskmerge.merging.ties import AGGREGATIONS, ties_tensors
 from taskmerge.vectors.task_vector import TaskVector
 
 SEED_CONVENTION = (
-    "mask of task i (0-based position) on parameter `name`: "
+    "mask of task `task` (its name) on parameter `name`: "
     "torch.rand(shape, generator=torch.Generator().manual_seed(s), dtype=float32) > p, "
-    "s = int.from_bytes(sha256(f'{seed}/{i}/{name}').digest()[:8], 'little') >> 1"
+    "s = int.from_bytes(sha256(f'{seed}/{task}/{name}').digest()[:8], 'little') >> 1"
 )
 
 
-def mask_seed(seed: int, task_index: int, name: str) -> int:
+def mask_seed(seed: int, task: str, name: str) -> int:
     """The 63-bit generator seed of one task's mask on one parameter (see the module doc)."""
-    digest = hashlib.sha256(f"{seed}/{task_index}/{name}".encode()).digest()
+    digest = hashlib.sha256(f"{seed}/{task}/{name}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def keep_mask(shape: Sequence[int], p: float, seed: int, task_index: int, name: str) -> torch.Tensor:
+def keep_mask(shape: Sequence[int], p: float, seed: int, task: str, name: str) -> torch.Tensor:
     """DARE's boolean keep mask (``rand > p``) of one task on one parameter, always the same."""
-    generator = torch.Generator().manual_seed(mask_seed(seed, task_index, name))
+    generator = torch.Generator().manual_seed(mask_seed(seed, task, name))
     return torch.rand(tuple(shape), generator=generator, dtype=torch.float32) > p
 
 
 def drop_and_rescale(
-    tau: torch.Tensor, p: float, rescale: bool, seed: int, task_index: int, name: str
+    tau: torch.Tensor, p: float, rescale: bool, seed: int, task: str, name: str
 ) -> torch.Tensor:
     """``(tau * keep) / (1 - p)`` (FusionBench's order of operations); a new tensor."""
     if p == 0:
         return tau.clone()
-    dropped = tau * keep_mask(tau.shape, p, seed, task_index, name).to(tau.device)
+    dropped = tau * keep_mask(tau.shape, p, seed, task, name).to(tau.device)
     return dropped / (1 - p) if rescale else dropped
 
 
@@ -81,7 +83,7 @@ class DroppedVector(Mapping[str, torch.Tensor]):
 
     Args:
         vector: The task vector (parameter name -> tensor).
-        task_index: Its position in the task list (part of the mask seed).
+        task: Its task name (part of the mask seed).
         p: Drop probability.
         rescale: Multiply the kept entries by ``1 / (1 - p)``.
         seed: The run's DARE seed.
@@ -91,20 +93,20 @@ class DroppedVector(Mapping[str, torch.Tensor]):
     def __init__(
         self,
         vector: Vector,
-        task_index: int,
+        task: str,
         p: float,
         rescale: bool,
         seed: int,
         names: Collection[str] | None = None,
     ) -> None:
-        self._vector, self._index = vector, task_index
+        self._vector, self._task = vector, task
         self._p, self._rescale, self._seed, self._names = p, rescale, seed, names
 
     def __getitem__(self, name: str) -> torch.Tensor:
         tau = self._vector[name]
         if self._names is not None and name not in self._names:
             return tau
-        return drop_and_rescale(tau, self._p, self._rescale, self._seed, self._index, name)
+        return drop_and_rescale(tau, self._p, self._rescale, self._seed, self._task, name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._vector)
@@ -122,9 +124,14 @@ def dropped_vectors(
     rescale: bool = True,
     seed: int = 0,
     names: Collection[str] | None = None,
+    tasks: Sequence[str] | None = None,
 ) -> list[DroppedVector]:
-    """Every task vector with DARE applied lazily (task ``i`` seeded by its position)."""
-    return [DroppedVector(v, i, p, rescale, seed, names) for i, v in enumerate(vectors)]
+    """Every task vector with DARE applied lazily, seeded by its task name (``tasks``; default
+    its position as a string)."""
+    keys = list(tasks) if tasks is not None else [str(i) for i in range(len(vectors))]
+    if len(keys) != len(vectors) or len(set(keys)) != len(keys):
+        raise ValueError(f"need one distinct task name per vector, got {keys}")
+    return [DroppedVector(v, key, p, rescale, seed, names) for v, key in zip(vectors, keys)]
 
 
 def dare_sum(
@@ -133,9 +140,10 @@ def dare_sum(
     rescale: bool = True,
     seed: int = 0,
     names: Collection[str] | None = None,
+    tasks: Sequence[str] | None = None,
 ) -> dict[str, torch.Tensor]:
     """DARE + task arithmetic: the sum of the dropped vectors, tensor by tensor."""
-    dropped = dropped_vectors(vectors, p, rescale, seed, names)
+    dropped = dropped_vectors(vectors, p, rescale, seed, names, tasks)
     return {
         name: running_sum(v[name] for v in dropped)
         for name in each_parameter(parameter_names(dropped))
@@ -150,10 +158,11 @@ def dare_ties(
     k: float = 20,
     agg: str = "sum",
     names: Collection[str] | None = None,
+    tasks: Sequence[str] | None = None,
 ) -> dict[str, torch.Tensor]:
     """DARE + TIES: TIES-merging (trim top-``k``%, elect, disjoint ``agg``) of the dropped
     vectors, tensor by tensor."""
-    dropped = dropped_vectors(vectors, p, rescale, seed, names)
+    dropped = dropped_vectors(vectors, p, rescale, seed, names, tasks)
     merged = ties_tensors(dropped, k, agg)
     return {name: merged(name) for name in each_parameter(parameter_names(dropped))}
 
@@ -236,8 +245,9 @@ class DareTaskArithmetic(_Dare):
         super().__init__(p, rescale, seed, only_on_linear_weights, scaling_coef, grid)
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
-        vectors = [tv.vector for tv in task_vectors.values()]
-        return TaskVector(dare_sum(vectors, self.p, self.rescale, self.seed, self._drop_names()))
+        vectors, tasks = [tv.vector for tv in task_vectors.values()], list(task_vectors)
+        names = self._drop_names()
+        return TaskVector(dare_sum(vectors, self.p, self.rescale, self.seed, names, tasks))
 
 
 @register_method("dare_ties", scaled=True, lines="multitask")
@@ -272,8 +282,8 @@ class DareTies(_Dare):
         self.k, self.agg = check_percentage("k", k), agg
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
-        vectors = [tv.vector for tv in task_vectors.values()]
+        vectors, tasks = [tv.vector for tv in task_vectors.values()], list(task_vectors)
         names = self._drop_names()
         return TaskVector(
-            dare_ties(vectors, self.p, self.rescale, self.seed, self.k, self.agg, names)
+            dare_ties(vectors, self.p, self.rescale, self.seed, self.k, self.agg, names, tasks)
         )
