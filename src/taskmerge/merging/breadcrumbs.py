@@ -75,8 +75,9 @@ def breadcrumbs_merge(
 
 @register_method("breadcrumbs", scaled=True, lines="multitask")
 class Breadcrumbs(MergeMethod):
-    """Model Breadcrumbs (arXiv:2312.06795): theta0 + alpha * sum_t mask_t * tau_t, per-layer
-    masks dropping the top ``gamma`` outliers and the small entries.
+    """Model Breadcrumbs (arXiv:2312.06795): theta0 + alpha * sum_t (tau_t masked per layer).
+
+    Each tensor's mask drops its top ``gamma`` outliers and its small entries.
 
     Args:
         density: Fraction of each tensor's entries kept (default 0.1).

@@ -46,7 +46,6 @@ from taskmerge.errors import ConfigError
 from taskmerge.merging.base import MergeMethod, check_percentage
 from taskmerge.merging.registry import register_method
 from taskmerge.merging.tensorwise import Vector, each_parameter, parameter_names, running_sum
-from taskmerge.merging.ties import AGGREGATIONS, ties_tensors
 from taskmerge.vectors.task_vector import TaskVector
 
 SEED_CONVENTION = (
@@ -162,6 +161,8 @@ def dare_ties(
 ) -> dict[str, torch.Tensor]:
     """DARE + TIES: TIES-merging (trim top-``k``%, elect, disjoint ``agg``) of the dropped
     vectors, tensor by tensor."""
+    from taskmerge.merging.ties import ties_tensors  # here: keeps the registry order
+
     dropped = dropped_vectors(vectors, p, rescale, seed, names, tasks)
     merged = ties_tensors(dropped, k, agg)
     return {name: merged(name) for name in each_parameter(parameter_names(dropped))}
@@ -277,8 +278,8 @@ class DareTies(_Dare):
         grid: Sequence[float] | None = None,
     ) -> None:
         super().__init__(p, rescale, seed, only_on_linear_weights, scaling_coef, grid)
-        if agg not in AGGREGATIONS:
-            raise ConfigError(f"method.agg must be one of {AGGREGATIONS}, got {agg!r}")
+        if agg not in ("sum", "mean"):
+            raise ConfigError(f"method.agg must be one of ('sum', 'mean'), got {agg!r}")
         self.k, self.agg = check_percentage("k", k), agg
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102

@@ -213,8 +213,9 @@ def pcb_merge(
 
 @register_method("pcb", scaled=True, lines="multitask")
 class PCBMerging(MergeMethod):
-    """PCB-merging (arXiv:2410.02396): intra- and inter-balanced, dropped, rescaled average of
-    the clamped task vectors; theta0 + lambda * merged, lambda swept.
+    """PCB-merging (arXiv:2410.02396): theta0 + lambda * balanced, dropped, rescaled average.
+
+    The clamped task vectors are averaged with intra- and inter-balancing weights.
 
     Args:
         pcb_ratio: Fraction of each task's entries kept by the drop (reference default 0.1).
