@@ -1,5 +1,5 @@
 """Model Breadcrumbs (arXiv:2312.06795): a float64 reference written from the rule (rank the
-magnitudes, keep ranks [n_bot, n - n_top)), mergekit's counts, its n_top = 0 accident avoided."""
+magnitudes, keep ranks [n_bot, n - n_top)), mergekit's counts, small tensors (n_top = 0)."""
 
 from __future__ import annotations
 
@@ -49,9 +49,9 @@ def test_counts_hand_case_and_small_tensors() -> None:
     # density 0.3, gamma 0.1: drop the largest (|-5|) and the 6 smallest: keep 2.0, -1.0, -0.7
     expected = torch.tensor([0, 0, 0, 0, 2.0, 0, -1.0, 0, 0, -0.7])
     assert torch.equal(breadcrumb_tensor(tau, 0.3, 0.1), expected)
-    # gamma * n < 1: nothing is an outlier (mergekit's empty slice would zero everything)
-    assert torch.equal(breadcrumb_tensor(tau, 0.3, 0.01), torch.where(
-        tau.abs() >= 1.0, tau, torch.zeros(()))
+    # gamma * n < 1: nothing is an outlier (an old mergekit slice zeroed such tensors)
+    assert torch.equal(
+        breadcrumb_tensor(tau, 0.3, 0.01), torch.where(tau.abs() >= 1.0, tau, torch.zeros(()))
     )
     original = tau.clone()
     breadcrumb_tensor(tau, 0.3, 0.1)

@@ -10,11 +10,12 @@ vectors are summed and theta0 + alpha * sum, alpha swept on Val.
 Read from mergekit (``arcee-ai/mergekit`` ``mergekit/sparsify.py`` ``magnitude_outliers``;
 ``breadcrumbs`` = that sparsification + a weighted sum, no sign consensus, no normalisation and
 no rescaling), matched in its parametrisation (``density`` kept, ``gamma`` top fraction removed,
-mergekit's default ``gamma = 0.01``; ``density >= 1`` leaves the tensor untouched), with two
-deviations, both where mergekit's result is an accident of its implementation:
+mergekit's default ``gamma = 0.01``; ``density >= 1`` leaves the tensor untouched; the kept
+band is ``indices[n_bot : n_bot + target]``, as mergekit 0.1.5 on PyPI). Two notes:
 
-* ``n_top == 0`` (``gamma * n < 1``, e.g. a small bias) keeps the top entries: mergekit's
-  slice ``indices[n_bot:-0]`` is empty and would zero the whole tensor.
+* ``n_top == 0`` (``gamma * n < 1``, e.g. a small bias) keeps the top entries, as mergekit
+  0.1.5; an older revision of ``sparsify.py`` sliced ``indices[n_bot:-n_top]``, empty for
+  ``n_top == 0``, which zeroed such tensors.
 * Equal magnitudes are ordered by position (a stable sort); mergekit's unstable sort leaves
   the choice among ties to the sort kernel. Without ties both give the same mask.
 

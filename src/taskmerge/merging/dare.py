@@ -130,7 +130,9 @@ def dropped_vectors(
     keys = list(tasks) if tasks is not None else [str(i) for i in range(len(vectors))]
     if len(keys) != len(vectors) or len(set(keys)) != len(keys):
         raise ValueError(f"need one distinct task name per vector, got {keys}")
-    return [DroppedVector(v, key, p, rescale, seed, names) for v, key in zip(vectors, keys)]
+    return [
+        DroppedVector(v, key, p, rescale, seed, names) for v, key in zip(vectors, keys, strict=True)
+    ]
 
 
 def dare_sum(
