@@ -77,12 +77,18 @@ SETTINGS: dict[str, dict] = {
     "TSVM_2": {"grid": [1.0]},
     "iso_c": {"grid": [1.0]},
     "iso_cts": {"grid": [1.0]},
+    "dare": {"grid": [0.5]},
+    "dare_ties": {"grid": [0.5]},
+    "breadcrumbs": {"density": 0.5, "gamma": 0.1, "grid": [0.5]},
+    "magmax": {"grid": [0.5]},
+    "pcb": {"pcb_ratio": 0.3, "grid": [1.0]},
 }
 #: Variants beyond each method's defaults.
 VARIANTS: dict[str, tuple[str, dict]] = {
     "ties-sum-tensor": ("ties", {"k": 50, "agg": "sum", "trim_scope": "tensor", "grid": [0.5]}),
     "tall_mask-ties": ("tall_mask", {"tall_mask_lambda": [0.4], "use_ties": True}),
     "consensus-ties": ("consensus", {"prun_thre_k": 1, "use_ties": True, "grid": [0.7]}),
+    "dare_ties-mean": ("dare_ties", {"p": 0.3, "k": 50, "agg": "mean", "grid": [0.5]}),
 }
 
 

@@ -30,6 +30,11 @@ OPTIONS = {
     "negation": {"scaling_coef": 0.5},
     "tall_mask": {"tall_mask_lambda": 0.4},
     "mag_masking": {"k": 30},
+    "dare": {"scaling_coef": 0.5},
+    "dare_ties": {"scaling_coef": 0.5},
+    "breadcrumbs": {"scaling_coef": 0.7, "density": 0.5},
+    "magmax": {"scaling_coef": 0.7},
+    "pcb": {"scaling_coef": 1.0},
 }
 #: Methods whose result depends on which task is first (they pick a task by index).
 ORDERED = {"single_task", "negation"}
@@ -87,7 +92,9 @@ def test_zero_task_vectors_give_the_pretrained_model(method, base_seed, count) -
         assert_close(state, base, 1e-6)
 
 
-@pytest.mark.parametrize("method", ["sum", "single_task", "average", "ties", "TSVM", "TSVM_2"])
+@pytest.mark.parametrize(
+    "method", ["sum", "single_task", "average", "ties", "TSVM", "TSVM_2", "magmax"]
+)
 @PROPERTY
 @given(base_seed=st.integers(0, 10_000), task_seed=st.integers(0, 10_000))
 def test_one_task_at_coefficient_one_is_the_fine_tuned_model(method, base_seed, task_seed) -> None:  # noqa: ANN001

@@ -355,3 +355,16 @@ def test_report_command(
     assert module.main(args) == 0
     assert len(list((tmp_path / "wb" / "wandb").glob("offline-run-*"))) == 2
     assert "W&B run of my_sweep" in capsys.readouterr().err
+
+
+def test_published_figures_of_issue_20_methods_only_where_published() -> None:
+    from taskmerge.reporting.published import table
+
+    pcb = lookup("pcb", "ViT-B-32", STANDARD_TASKS[:8])
+    assert pcb is not None and (pcb.absolute, pcb.normalized) == (76.3, None)
+    assert "FusionBench" in pcb.source
+    assert lookup("magmax", "ViT-B-32", STANDARD_TASKS[:8]).absolute == 71.1  # type: ignore[union-attr]
+    assert lookup("magmax", "ViT-B-32", STANDARD_TASKS[:14]) is None  # not published
+    assert lookup("pcb", "ViT-L-14", STANDARD_TASKS[:8]) is None
+    listed = {(f.method, f.num_tasks) for f in table()}
+    assert ("MagMax", 8) in listed and ("MagMax", 14) not in listed

@@ -94,8 +94,17 @@ def _discover() -> None:
     if _DISCOVERED:
         return
     package = importlib.import_module("taskmerge.merging")
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"taskmerge.merging.{module.name}")
+    modules = [
+        f"taskmerge.merging.{module.name}" for module in pkgutil.iter_modules(package.__path__)
+    ]
+    for module in modules:
+        importlib.import_module(module)
+    # one order whatever was imported first (a test importing a method module directly would
+    # otherwise move its methods first): by module, then by registration within a module
+    rank = {module: index for index, module in enumerate(modules)}
+    ordered = sorted(_REGISTRY.items(), key=lambda item: rank.get(item[1].cls.__module__, -1))
+    _REGISTRY.clear()
+    _REGISTRY.update(ordered)
     _DISCOVERED = True
 
 
@@ -106,7 +115,7 @@ def method_specs() -> dict[str, MethodSpec]:
 
 
 def method_names() -> list[str]:
-    """Every method's config name, in registration order."""
+    """Every method's config name, by module (alphabetical), then registration order."""
     return list(method_specs())
 
 

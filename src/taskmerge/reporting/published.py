@@ -16,6 +16,10 @@ Sources:
   file's mean). They round to the paper's Table 1 values.
 * ``ISO``: Marczak et al., "No Task Left Behind: Isotropic Model Merging with Common and
   Task-Specific Subspaces", ICML 2025, arXiv:2502.04959 (on the TSV / TALL-mask checkpoints).
+* ``FB``: FusionBench (Tang et al., arXiv:2406.03280) on its own CLIP ViT-B/32 checkpoints
+  (``tanganke/clip-vit-base-patch32_<task>``, 8 tasks): PCB-merging 76.3, MagMax 71.1, the
+  figures quoted in issue 20; no normalized value, and none published for 14 / 20 tasks (a
+  ``None`` entry: no figure is shown there).
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ SOURCES = {
         "Task-Specific Subspaces, ICML 2025 (arXiv:2502.04959), TSV/TALL-mask checkpoints. "
         "Artifact: the tall_masks/TSV release's DTD folder (test images also in train)"
     ),
+    "FB": (
+        "FusionBench (Tang et al., arXiv:2406.03280), CLIP ViT-B/32 8 tasks on FusionBench's "
+        "checkpoints (tanganke/clip-vit-base-patch32_<task>)"
+    ),
 }
 
 #: Our method name -> the papers' name for it. ``TSVM_2`` (eigendecomposition) computes the
@@ -59,10 +67,12 @@ PAPER_NAMES = {
     "iso_c": "Iso-C",
     "iso_cts": "Iso-CTS",
     "finetuned": "Fine-tuned",
+    "pcb": "PCB-merging",
+    "magmax": "MagMax",
 }
 
-# (paper name, model) -> source key, ((abs, normalized) for 8, 14, 20 tasks)
-_FIGURES: dict[tuple[str, str], tuple[str, tuple[tuple[float, float | None], ...]]] = {
+# (paper name, model) -> source key, ((abs, normalized) for 8, 14, 20 tasks; None: not published)
+_FIGURES: dict[tuple[str, str], tuple[str, tuple[tuple[float, float | None] | None, ...]]] = {
     ("Zero-shot", "ViT-B-32"): ("TSV", ((48.3, 53.6), (57.2, 63.7), (56.1, 62.4))),
     ("Zero-shot", "ViT-L-14"): ("TSV", ((64.7, 68.0), (68.2, 72.2), (65.2, 69.0))),
     ("Weight averaging", "ViT-B-32"): ("TSV", ((66.3, 72.1), (64.3, 71.1), (61.0, 67.5))),
@@ -81,6 +91,8 @@ _FIGURES: dict[tuple[str, str], tuple[str, tuple[tuple[float, float | None], ...
     ("Iso-C", "ViT-L-14"): ("ISO", ((94.2, None), (89.3, None), (87.6, None))),
     ("Iso-CTS", "ViT-B-32"): ("ISO", ((86.2, 92.8), (81.7, 89.7), (78.1, 85.5))),
     ("Iso-CTS", "ViT-L-14"): ("ISO", ((94.7, 98.8), (91.0, 96.3), (90.1, 94.9))),
+    ("PCB-merging", "ViT-B-32"): ("FB", ((76.3, None), None, None)),
+    ("MagMax", "ViT-B-32"): ("FB", ((71.1, None), None, None)),
 }
 
 
@@ -134,14 +146,18 @@ def lookup(
     if entry is None or n is None:
         return None
     key, values = entry
-    absolute, normalized = values[TASK_COUNTS.index(n)]
+    figure = values[TASK_COUNTS.index(n)]
+    if figure is None:
+        return None
+    absolute, normalized = figure
     return Figure(paper, model, n, absolute, normalized, SOURCES[key].format(model=model))
 
 
 def table() -> list[Figure]:
     """Every published figure (for listing them)."""
     return [
-        Figure(paper, model, n, *values[i], SOURCES[key].format(model=model))
+        Figure(paper, model, n, *figure, SOURCES[key].format(model=model))
         for (paper, model), (key, values) in _FIGURES.items()
-        for i, n in enumerate(TASK_COUNTS)
+        for n, figure in zip(TASK_COUNTS, values, strict=True)
+        if figure is not None
     ]
