@@ -39,7 +39,7 @@ def _run(
 ) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, str(ROOT / script), *args],
-        cwd=cwd, env=_env(home), capture_output=True, text=True, timeout=900,
+        cwd=cwd, env=_env(home), capture_output=True, text=True, timeout=2400,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
