@@ -102,7 +102,9 @@ def test_fisher_merging_is_the_fisher_weighted_average() -> None:
     heads = {t: nn.Identity() for t in TASKS}
     train = {t: [x[:10]] for t, x in inputs.items()}
     method = FisherMerging(num_samples=10, normalize=False, minimal_fisher_weight=1e-6)
-    merged = method.attach(ModelData(model, heads, train=train)).merge_with_data(pretrained, vectors)
+    merged = method.attach(ModelData(model, heads, train=train)).merge_with_data(
+        pretrained, vectors
+    )
     fishers = {}
     for t in TASKS:
         tuned = {k: pretrained[k] + vectors[t].vector[k] for k in pretrained}

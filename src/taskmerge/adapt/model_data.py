@@ -119,7 +119,9 @@ class ModelData:
     def _on_device(self, weights: Weights) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in weights.items()}
 
-    def gram_matrices(self, task: str, weights: Weights, num_samples: int) -> Mapping[str, torch.Tensor]:
+    def gram_matrices(
+        self, task: str, weights: Weights, num_samples: int
+    ) -> Mapping[str, torch.Tensor]:
         """Linear weight -> ``X^T X`` of its inputs on ``num_samples`` training images (cached)."""
         settings = {**self.settings, "num_samples": num_samples}
 
@@ -129,7 +131,9 @@ class ModelData:
 
         return self._cached("regmean_gram", task, settings, compute)
 
-    def fisher_diagonal(self, task: str, weights: Weights, num_samples: int) -> Mapping[str, torch.Tensor]:
+    def fisher_diagonal(
+        self, task: str, weights: Weights, num_samples: int
+    ) -> Mapping[str, torch.Tensor]:
         """The diagonal Fisher on ``num_samples`` training images (cached)."""
         settings = {**self.settings, "num_samples": num_samples}
 

@@ -85,7 +85,9 @@ def fisher_diagonal(
     seen = 0
     for inputs in batches:
         for x in inputs[: num_samples - seen]:
-            log_p = torch.log_softmax(head(functional_call(module, full, (x[None],))).float(), -1)[0]
+            log_p = torch.log_softmax(head(functional_call(module, full, (x[None],))).float(), -1)[
+                0
+            ]
             p = log_p.detach().exp()
             for y in range(log_p.shape[0]):
                 grads = torch.autograd.grad(log_p[y], list(params.values()), retain_graph=True,

@@ -135,7 +135,9 @@ def coefficient_gradients(
         g = gradients[name]
         for index in range(len(components)):
             part = components.get(index, name).to(g.device, g.dtype)
-            grad[index, column] += float(torch.dot(g.reshape(-1).double(), part.reshape(-1).double()))
+            grad[index, column] += float(
+                torch.dot(g.reshape(-1).double(), part.reshape(-1).double())
+            )
     return grad
 
 
@@ -242,7 +244,9 @@ class AdaMerging(DataMergeMethod):
             self.curve.append(total)
             bar.set_postfix(entropy=f"{total:.4f}")
             if self.on_step is not None:
-                self.on_step(step, {"entropy": total, **{f"entropy/{t}": v for t, v in losses.items()}})
+                self.on_step(
+                    step, {"entropy": total, **{f"entropy/{t}": v for t, v in losses.items()}}
+                )
         self.learned = self.effective(raw.detach()).clone()
         merged = merged_weights(pretrained, components, self.learned, self.granularity)
         vector = {name: merged[name] - pretrained[name].float() for name in self.names}

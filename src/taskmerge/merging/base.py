@@ -113,6 +113,8 @@ class MergeMethod:
     needs_zeroshot = False
     #: Its candidates hold one model per task (evaluated each on its own task), not one model.
     per_task_result = False
+    #: It learns from data (:mod:`taskmerge.merging.data_methods`): ``attach`` gives it.
+    needs_data = False
 
     def __init__(self, scaling_coef: float | None = None, grid: Sequence[float] | None = None):
         if grid is not None and len(grid) == 0:
@@ -158,6 +160,11 @@ class MergeMethod:
     def details(self) -> dict[str, Any]:
         """What the results JSON should record about the method beyond its hyperparameters."""
         return {}
+
+    def learned_coefficients(self) -> dict[str, Any] | None:
+        """Coefficients the method learned (``coefficients``: tasks x layers, ``tasks``,
+        ``layers``), saved and plotted with the results; default none."""
+        return None
 
     def natural_bounds(self) -> dict[str, tuple[float | None, float | None]]:
         """Swept hyperparameter -> the (low, high) values a grid cannot usefully go beyond (None:

@@ -40,7 +40,9 @@ class MergeData(Protocol):
         tasks with respect to ``weights[name]`` for every name in ``names``."""
         ...
 
-    def gram_matrices(self, task: str, weights: Weights, num_samples: int) -> dict[str, torch.Tensor]:
+    def gram_matrices(
+        self, task: str, weights: Weights, num_samples: int
+    ) -> dict[str, torch.Tensor]:
         """Linear weight name -> ``X^T X`` of that layer's inputs over ``num_samples`` training
         images of ``task`` through the encoder at ``weights`` (the task's fine-tuned model)."""
         ...

@@ -63,7 +63,9 @@ def regmean_merge(
     merged: dict[str, torch.Tensor] = {}
     for name in each_parameter(names):
         if all(name in g for g in grams):
-            merged[name] = regmean_tensor([v[name] for v in vectors], [g[name] for g in grams], alpha)
+            merged[name] = regmean_tensor(
+                [v[name] for v in vectors], [g[name] for g in grams], alpha
+            )
         else:
             total = vectors[0][name].float().clone()
             for vector in vectors[1:]:
