@@ -34,9 +34,7 @@ from tqdm import tqdm
 from taskmerge.errors import ConfigError
 from taskmerge.merging.data_methods import DataMergeMethod, MergeData
 from taskmerge.merging.registry import register_method
-from taskmerge.merging.streaming import trim_thresholds
 from taskmerge.merging.tensorwise import each_parameter, parameter_names
-from taskmerge.merging.ties import majority_sign, resolve_zero_signs, trim_tensor
 from taskmerge.vectors.task_vector import TaskVector
 
 log = logging.getLogger(__name__)
@@ -67,6 +65,9 @@ class Components:
         self._thresholds: list[Mapping[str, float]] = []
         self._signs: dict[str, torch.Tensor] = {}
         if base == "ties":
+            from taskmerge.merging.streaming import trim_thresholds  # here: keeps registry order
+            from taskmerge.merging.ties import majority_sign, resolve_zero_signs
+
             self._thresholds = [trim_thresholds(v, k, "global") for v in self.vectors]
             majority = majority_sign(self.vectors, self._thresholds)
             for name in each_parameter(self.names):
@@ -78,6 +79,8 @@ class Components:
                 self._signs[name] = sign.to(torch.int8)
 
     def _trimmed(self, index: int, name: str) -> torch.Tensor:
+        from taskmerge.merging.ties import trim_tensor
+
         return trim_tensor(self.vectors[index][name], self._thresholds[index][name])
 
     def __len__(self) -> int:
@@ -150,8 +153,10 @@ def clamp_gradient(raw: torch.Tensor, grad: torch.Tensor, low: float, high: floa
 
 @register_method("adamerging", scaled=False)
 class AdaMerging(DataMergeMethod):
-    """AdaMerging (arXiv:2310.02575): coefficients per task or per layer learned by minimizing
-    the prediction entropy on unlabeled images (adapt_on=test: transductive, as the paper).
+    """AdaMerging (arXiv:2310.02575): per-task/per-layer coefficients minimizing test entropy.
+
+    The coefficients are learned by minimizing the prediction entropy on unlabeled images
+    (adapt_on=test: transductive, as the paper; ``base=ties``: AdaMerging++).
 
     Args:
         granularity: ``layer`` (one coefficient per task and parameter tensor, the paper's

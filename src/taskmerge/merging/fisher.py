@@ -62,8 +62,10 @@ def fisher_merge(
 
 @register_method("fisher", scaled=False)
 class FisherMerging(DataMergeMethod):
-    """Fisher merging (arXiv:2111.09832): a per-parameter average weighted by each model's
-    diagonal Fisher from per-example log-likelihood gradients on training images.
+    """Fisher merging (arXiv:2111.09832): tau averaged per entry, weighted by diagonal Fishers.
+
+    Each model's diagonal Fisher comes from per-example log-likelihood gradients on training
+    images.
 
     Args:
         num_samples: Training images per task (FusionBench 256).

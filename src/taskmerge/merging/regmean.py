@@ -76,8 +76,10 @@ def regmean_merge(
 
 @register_method("regmean", scaled=False)
 class RegMean(DataMergeMethod):
-    """RegMean (arXiv:2212.09849): per linear layer the least-squares merge from the Gram
-    matrices of its inputs on training images; other parameters averaged.
+    """RegMean (arXiv:2212.09849): least-squares merge per linear layer from input Grams.
+
+    The Gram matrices of each linear layer's inputs come from training images; other
+    parameters are averaged.
 
     Args:
         num_samples: Training images per task the Grams are computed on (reference 256).
