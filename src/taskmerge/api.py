@@ -24,13 +24,14 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from taskmerge.adapt.model_data import ModelData
 from taskmerge.errors import CheckpointError, ConfigError
 from taskmerge.interop.keys import VISUAL_PREFIXES
 from taskmerge.io.tensors import (
@@ -85,6 +86,9 @@ def merge(
     return_state_dict: bool = False,
     save_to: str | Path | None = None,
     overwrite: bool = False,
+    data: Mapping[str, Iterable[Any]] | None = None,
+    heads: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    device: str = "cpu",
     **hyperparameters: Any,
 ) -> Model | dict[str, Model]:
     """Merge fine-tuned versions of ``pretrained`` with one method and fixed hyperparameters.
@@ -103,6 +107,12 @@ def merge(
             says it is merged (method, hyperparameters, tasks): it is never taken for a
             fine-tuned checkpoint.
         overwrite: Replace an existing ``save_to`` file (never one of the inputs).
+        data: For the methods that learn from data (``adamerging``, ``regmean``, ``fisher``):
+            task -> an iterable of batches (tensors or ``(inputs, labels)``; labels are never
+            read): AdaMerging's unlabeled adaptation images, RegMean's / Fisher's training
+            images. ``pretrained`` must then be the ``nn.Module``.
+        heads: With ``data``: task -> the module's features -> logits (e.g. a zero-shot head).
+        device: Where those methods run the module.
         **hyperparameters: The method's YAML keys, e.g. ``k=20, scaling_coef=0.4``,
             ``apply_lines=True``, ``task_index=0`` (``negation``: theta0 - scaling_coef * tau).
 
@@ -141,6 +151,8 @@ def merge(
         module = getattr(module, "visual", None)
         base = tower
     merger = merger.bind(module, list(finetuned))
+    if spec.needs_data:
+        merger.attach(_model_data(merger, module, finetuned, data, heads, device))  # type: ignore[attr-defined]
     task_vectors = {name: _task_vector(base, model) for name, model in finetuned.items()}
     check_same_mode(task_vectors)
     candidates = list(itertools.islice(merger.candidates(base, task_vectors), 2))
@@ -168,6 +180,31 @@ def merge(
     if targets:
         save_state_dict(state, targets[""], metadata)
     return _build(module if module is not None else pretrained, state, return_state_dict)
+
+
+def _model_data(
+    method: MergeMethod, module: nn.Module | None, finetuned: Mapping[str, Any],
+    data: Mapping[str, Iterable[Any]] | None, heads: Mapping[str, Callable] | None, device: str,
+) -> ModelData:  # fmt: skip
+    """The data of a method that learns from data, from the caller's loaders and heads."""
+    name = method.name
+    if module is None:
+        raise ConfigError(f"method {name!r} runs the model: give pretrained as the nn.Module")
+    if not isinstance(data, Mapping) or not isinstance(heads, Mapping):
+        raise ConfigError(
+            f"method {name!r} learns from data: pass data={{task: loader}} and "
+            "heads={task: features -> logits} for every task"
+        )
+    missing = [t for t in finetuned if t not in data or t not in heads]
+    if missing:
+        raise ConfigError(f"method {name!r}: data and heads lack the tasks {missing}")
+    copy_ = copy.deepcopy(module).requires_grad_(False)
+    adaptation = getattr(method, "uses_adaptation_split", False)
+    batches = {t: data[t] for t in finetuned}
+    return ModelData(
+        copy_, {t: heads[t] for t in finetuned}, adapt=batches if adaptation else None,
+        train=None if adaptation else batches, device=device, adapt_on="given",
+    )  # fmt: skip
 
 
 def check_arguments(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from taskmerge.merging.registry import method_names
+from taskmerge.merging.registry import data_free_names
 from tests.app.conftest import SmallDemo
 from tests.golden.record import COMMON, METHODS, TASKS
 
@@ -115,7 +115,7 @@ def test_each_job_has_its_own_wandb_run(demo: dict) -> None:
 
 # --------------------------------------------------------------------------- every method
 def test_every_merge_method_runs_on_the_demo(small_demo: SmallDemo) -> None:
-    assert set(METHODS.split(",")) | {"negation"} == set(method_names())
+    assert set(METHODS.split(",")) | {"negation"} == set(data_free_names())
     zeroshot = small_demo.method("zeroshot")["test"]["avg"]["normalized_top1"]
     for name in METHODS.split(","):
         results = small_demo.method(name)

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import taskmerge
-from taskmerge.merging.registry import method_names, method_spec
+from taskmerge.merging.registry import data_free_names, method_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -70,7 +70,7 @@ def assert_close(a, b, tol: float = 1e-4) -> None:  # noqa: ANN001
 seeds = st.lists(st.integers(0, 10_000), min_size=2, max_size=4, unique=True)
 
 
-@pytest.mark.parametrize("method", [m for m in method_names() if m not in ORDERED])
+@pytest.mark.parametrize("method", [m for m in data_free_names() if m not in ORDERED])
 @PROPERTY
 @given(base_seed=st.integers(0, 10_000), task_seeds=seeds, data=st.data())
 def test_task_order_does_not_change_the_result(method, base_seed, task_seeds, data) -> None:  # noqa: ANN001
@@ -80,7 +80,7 @@ def test_task_order_does_not_change_the_result(method, base_seed, task_seeds, da
     assert_close(merge(method, base, {t: tuned[t] for t in order}), merge(method, base, tuned))
 
 
-@pytest.mark.parametrize("method", method_names())
+@pytest.mark.parametrize("method", data_free_names())
 @PROPERTY
 @given(base_seed=st.integers(0, 10_000), count=st.integers(1, 3))
 def test_zero_task_vectors_give_the_pretrained_model(method, base_seed, count) -> None:  # noqa: ANN001
@@ -122,7 +122,7 @@ def test_ties_without_trim_on_same_sign_vectors_is_their_sum(base_seed, task_see
     assert_close(ties, total, 1e-6)
 
 
-@pytest.mark.parametrize("method", method_names())
+@pytest.mark.parametrize("method", data_free_names())
 def test_no_merge_changes_its_inputs(method: str) -> None:
     base_module = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 5))
     tuned_modules = {}

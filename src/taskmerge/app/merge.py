@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from taskmerge.adapt.pipeline import run_data
 from taskmerge.app.config import config_dict, method_from_config, open_tracker, run_dir
 from taskmerge.app.preflight import (
     check_destination,
@@ -29,9 +30,11 @@ from taskmerge.experiment.results import (
     write_results,
 )
 from taskmerge.experiment.run import MergeOutcome, make_references, run_merge
+from taskmerge.io.atomic import write_json
+from taskmerge.io.tensors import save_state_dict
 from taskmerge.merging.base import MergeMethod
 from taskmerge.metrics import Reference
-from taskmerge.reporting.plots import plot_run_sweep
+from taskmerge.reporting.plots import plot_coefficients, plot_run_sweep
 from taskmerge.reporting.tracking import Tracker
 from taskmerge.store.layout import CacheLayout
 from taskmerge.store.results import ResultStore, job_key
@@ -61,6 +64,8 @@ def merge_job(cfg: DictConfig) -> float:
             results = publish_reused(reused, key, finished.path(key), directory, tracker)
         else:
             references = measure_references(workspace, method)
+            if method.needs_data:
+                attach_data(method, workspace, tracker)
             outcome = run_merge(
                 method, workspace.pretrained, task_vectors, workspace.evaluator, references,
                 on_point=lambda step, point: tracker.log(sweep_log(point), step=step),
@@ -82,9 +87,43 @@ def preflight(cfg: DictConfig, workspace: Workspace, method: MergeMethod, direct
     check_destination(cfg.paths.checkpoints, "paths.checkpoints", cfg.paths.create)
     places = [directory, cfg.paths.cache, *method.writes_to()]
     scoring = workspace.evaluator.scoring
-    if any(store.metrics(t, scoring) is None for t in workspace.tasks):  # fine-tuned or measured
+    if any(store.metrics(t, scoring) is None for t in workspace.tasks) or (
+        method.needs_data  # RegMean's / Fisher's statistics are cached beside the checkpoints
+    ):
         places.append(store.layout.mode_dir)
     check_writable_all(places)
+
+
+def attach_data(method: MergeMethod, workspace: Workspace, tracker: Tracker) -> None:
+    """Give a method that learns from data the run's encoder, heads and splits (labels are
+    never read), and log its per-step objective (AdaMerging's entropy) to the tracker."""
+    checkpoints = {t: workspace.store.path(t) for t in workspace.tasks}
+    method.attach(run_data(workspace.evaluator, checkpoints, method, workspace.tasks))  # type: ignore[attr-defined]
+    if hasattr(method, "on_step"):
+        method.on_step = lambda step, values: tracker.log(
+            {f"adapt/{key}": value for key, value in values.items()}
+        )
+
+
+def save_coefficients(method: MergeMethod, directory: Path, tracker: Tracker) -> None:
+    """The learned coefficients (if any): ``coefficients.safetensors`` (tasks x layers),
+    ``coefficients.json`` and the heatmap ``coefficients.png``."""
+    learned = method.learned_coefficients()
+    if learned is None:
+        return
+    meta = {"tasks": learned["tasks"], "layers": learned["layers"]}
+    header = {k: ",".join(v) for k, v in meta.items()}
+    tensors = {"coefficients": learned["coefficients"]}
+    save_state_dict(tensors, directory / "coefficients.safetensors", header)
+    rows = learned["coefficients"].tolist()
+    write_json({**meta, "coefficients": dict(zip(learned["tasks"], rows, strict=True))},
+               directory / "coefficients.json")  # fmt: skip
+    try:
+        tracker.log_image(
+            "coefficients", plot_coefficients(learned, directory / "coefficients.png")
+        )
+    except StorageError as exc:
+        log.warning("the coefficient plot was not written: %s", exc)
 
 
 def measure_references(workspace: Workspace, method: MergeMethod) -> dict[str, Reference]:
@@ -122,6 +161,7 @@ def publish(
         plot_run_sweep(results, directory / "sweep.png")
     except StorageError as exc:  # the results are written: the plot is not worth failing for
         log.warning("the sweep plot was not written: %s", exc)
+    save_coefficients(outcome.method, directory, tracker)
     tracker.log(logged_test(outcome))
     tracker.summary(summary_of(outcome))
 

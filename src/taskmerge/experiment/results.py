@@ -51,6 +51,8 @@ def results_json(outcome: MergeOutcome, info: Mapping[str, Any]) -> dict[str, An
             details[split] = dict(derived)
     if details:
         results["report"] = details
+    if "transductive" in details:  # adapted on the unlabeled Test images: marked everywhere
+        results["transductive"] = bool(details["transductive"])
     if refs["val"].zeroshot and refs["test"].zeroshot:
         results["zeroshot"] = {
             t: {"val_top1": refs["val"].zeroshot[t], "test_top1": refs["test"].zeroshot[t]}

@@ -116,6 +116,8 @@ class MergeMethod:
     #: Entries of the references' checkpoints besides the image tower (the text side's leftovers),
     #: for ``trim_population="checkpoint"`` (:mod:`taskmerge.merging.population`); None: unknown.
     text_side_entries: int | None = None
+    #: It learns from data (:mod:`taskmerge.merging.data_methods`): ``attach`` gives it.
+    needs_data = False
 
     def __init__(self, scaling_coef: float | None = None, grid: Sequence[float] | None = None):
         if grid is not None and len(grid) == 0:
@@ -170,6 +172,11 @@ class MergeMethod:
     def details(self) -> dict[str, Any]:
         """What the results JSON should record about the method beyond its hyperparameters."""
         return {}
+
+    def learned_coefficients(self) -> dict[str, Any] | None:
+        """Coefficients the method learned (``coefficients``: tasks x layers, ``tasks``,
+        ``layers``), saved and plotted with the results; default none."""
+        return None
 
     def natural_bounds(self) -> dict[str, tuple[float | None, float | None]]:
         """Swept hyperparameter -> the (low, high) values a grid cannot usefully go beyond (None:

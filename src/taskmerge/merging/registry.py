@@ -52,6 +52,12 @@ class MethodSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def needs_data(self) -> bool:
+        """The method learns from data (AdaMerging, RegMean, Fisher): it needs a
+        :class:`~taskmerge.merging.data_methods.MergeData` besides the task vectors."""
+        return bool(getattr(self.cls, "needs_data", False))
+
+    @property
     def factory(self) -> Callable[..., Any]:
         """The class with this variant's defaults bound."""
         return partial(self.cls, **self.defaults) if self.defaults else self.cls
@@ -131,6 +137,11 @@ def method_spec(name: str) -> MethodSpec:
     return specs[name]
 
 
+def data_free_names() -> list[str]:
+    """The methods that need only the task vectors (every one but those that learn from data)."""
+    return [name for name, spec in method_specs().items() if not spec.needs_data]
+
+
 def lines_methods(mode: LinesMode | None = None) -> list[str]:
     """Names of the methods that take ``apply_lines`` (of one mode, or of either)."""
     return [
@@ -149,6 +160,8 @@ def help_text() -> str:
             flags.append("coefficient swept on Val")
         if spec.lines:
             flags.append(f"LiNeS: {spec.lines}")
+        if spec.needs_data:
+            flags.append("learns from data")
         suffix = f" [{'; '.join(flags)}]" if flags else ""
         lines.append(f"  {name:<12} {spec.summary}{suffix}")
     return "\n".join(lines)

@@ -207,3 +207,17 @@ def plot_heatmaps(results: Sequence[DisentanglementResult], path: str | Path) ->
         ax.set_title(f"{result.label}\nmean xi {result.xi.mean():.3f}", fontsize=9)
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.85, label="disentanglement error xi")
     return save_figure(fig, path, dpi=120, bbox_inches="tight")
+
+
+def plot_coefficients(learned: Mapping[str, Any], path: str | Path) -> Path:
+    """The learned merging coefficients as a task x layer heatmap (AdaMerging; PNG)."""
+    values = learned["coefficients"].detach().float().cpu().numpy()
+    tasks, layers = list(learned["tasks"]), list(learned["layers"])
+    fig = _figure(min(2.0 + 0.12 * len(layers), 24.0), 1.2 + 0.35 * len(tasks))
+    ax = fig.subplots()
+    image = ax.imshow(values, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_yticks(range(len(tasks)), tasks, fontsize=8)
+    ax.set_xlabel(f"layer (parameter tensor, {len(layers)} in state-dict order)")
+    ax.set_title("learned merging coefficients", fontsize=9)
+    fig.colorbar(image, ax=ax, label="coefficient")
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")

@@ -287,8 +287,10 @@ def _published(run: Run, method: str) -> Figure | None:
 def _row(run: Run) -> Row:
     results, tasks = run.results, run.results["tasks"]
     test = results["test"]
+    # adaptation on the unlabeled Test images (AdaMerging's protocol) is marked in the table
+    label = f"{run.method} (transductive)" if results.get("transductive") else run.method
     return Row(
-        label=run.method,
+        label=label,
         method=run.method,
         mode=run.mode,
         lines=run.lines,
