@@ -10,7 +10,15 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from taskmerge.app.config import config_dict, method_from_config, open_tracker, run_dir
+from taskmerge.app.config import (
+    checkpoints_line,
+    config_dict,
+    method_from_config,
+    open_tracker,
+    run_dir,
+    setup_line,
+    task_names,
+)
 from taskmerge.app.preflight import (
     check_destination,
     check_same_job,
@@ -44,6 +52,7 @@ def merge_job(cfg: DictConfig) -> float:
     directory = run_dir()
     earlier = earlier_results(directory / RESULTS_FILE, cfg.overwrite)
     method = method_from_config(cfg.method)
+    log.info(plan_line(cfg, method, directory))
     workspace = Workspace.open(cfg)
     method = method.bind(workspace.encoder, workspace.tasks, mask_dir=workspace.store.mask_dir)
     preflight(cfg, workspace, method, directory)
@@ -70,6 +79,20 @@ def merge_job(cfg: DictConfig) -> float:
     finally:
         tracker.finish()
     return summarize(results, directory)
+
+
+def plan_line(cfg: DictConfig, method: MergeMethod, directory: Path) -> str:
+    """The first line of a run: what it will do, before it does any of it."""
+    points = method.grid_size()
+    sweep = (
+        f"a Val sweep of {points} grid points, then Test once"
+        if points > 1
+        else "no sweep (one candidate): Val, then Test"
+    )
+    return (
+        f"main.py: merge with {method.name}; {setup_line(cfg, task_names(cfg))}; {sweep}; "
+        f"{checkpoints_line(cfg)}; results in {directory}"
+    )
 
 
 def preflight(cfg: DictConfig, workspace: Workspace, method: MergeMethod, directory: Path) -> None:

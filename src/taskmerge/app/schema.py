@@ -57,6 +57,7 @@ class Common(BaseModel):
     eval_forward: Literal[FORWARDS] | None = None  # type: ignore[valid-type]
     world_size: PositiveInt = 1
     decode_once: list[Split] = Field(default_factory=lambda: ["val"])
+    verbose: bool = False
 
 
 #: Entry point -> its own top-level keys (type, default) beyond :class:`Common` and the nodes.
@@ -86,7 +87,7 @@ SECTIONS: dict[str, dict[str, Any]] = {
               "cache": (str, ...), "create": (bool, False)},
     "tasks": {"list": (Literal["standard", "demo"], "standard"), "names": (list[str] | None, None)},
     "analysis": {"grid_min": (float, -2.0), "grid_max": (float, 2.0),
-                 "grid_points": (PositiveInt, 15), "split": (Split, "test"),
+                 "grid_points": (PositiveInt, 5), "split": (Split, "test"),
                  "modes": (list[str] | None, None)},
 }  # fmt: skip
 #: Nodes instantiated from their ``_target_``: checked against its signature.
