@@ -133,7 +133,8 @@ def analyze_job(cfg: DictConfig) -> dict[str, Any]:
         }
         write_json(summary, directory / "disentanglement.json")
         try:
-            tracker.log_image("disentanglement/heatmaps", plot_heatmaps(results, figure))
+            drawn = plot_heatmaps(results, figure, analysis.split)
+            tracker.log_image("disentanglement/heatmaps", drawn)
         except StorageError as exc:  # the values are written: the plot is not worth failing for
             log.warning("the heatmaps were not written: %s", exc)
     finally:

@@ -110,12 +110,12 @@ def preflight(cfg: DictConfig, workspace: Workspace, method: MergeMethod, direct
 
 
 def measure_references(workspace: Workspace, method: MergeMethod) -> dict[str, Reference]:
-    """The fine-tuned accuracies (measured by this project, stored with the checkpoints) and,
-    when the method needs them, the zero-shot ones."""
+    """The fine-tuned accuracies (measured by this project, stored with the checkpoints) and
+    the zero-shot ones (the methods that need them select with them; every run records them in
+    ``results.json`` and draws them in ``sweep.png``; cached on disk: measured once per task,
+    split and model, not once per job)."""
     finetuned = finetuned_accuracies(workspace.store, workspace.evaluator, workspace.tasks)
-    zeroshot = None
-    if method.needs_zeroshot:
-        zeroshot = zeroshot_accuracies(workspace.evaluator, workspace.pretrained)
+    zeroshot = zeroshot_accuracies(workspace.evaluator, workspace.pretrained)
     return make_references(workspace.tasks, finetuned, zeroshot)
 
 
