@@ -133,8 +133,9 @@ def test_first_log_line_of_a_merge() -> None:
     method = build_method("ties", {"grid": [0.2, 0.4, 0.6]})
     line = plan_line(_cfg(), method, Path("/runs/x"))
     assert line.startswith("main.py: merge with ties;")
-    for words in ("2 tasks (Digits, Colors)", "a Val sweep of 3 grid points, then Test once",
-                  "missing checkpoints are fine-tuned first into /ckpt", "results in /runs/x"):  # fmt: skip
+    expected = ["2 tasks (Digits, Colors)", "a Val sweep of 3 grid points, then Test once",
+                "missing checkpoints are fine-tuned first into /ckpt", "results in /runs/x"]  # fmt: skip
+    for words in expected:
         assert words in line, (words, line)
     line = plan_line(_cfg(finetune_missing=False), build_method("zeroshot", {}), Path("/r"))
     assert "no sweep" in line and "checkpoints from /ckpt" in line
@@ -169,7 +170,8 @@ def test_finetuning_bar_says_task_i_of_n(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(task_module, "finetune", fake_finetune)
     store = SimpleNamespace(
-        path=lambda t: Path("/nonexistent/x"), layout=SimpleNamespace(training_state=lambda t: None),
+        path=lambda t: Path("/nonexistent/x"),
+        layout=SimpleNamespace(training_state=lambda t: None),
         fingerprint="f",
     )  # fmt: skip
     data = SimpleNamespace(train_set=lambda t: [], specs={"Digits": SimpleNamespace(epochs=1)})

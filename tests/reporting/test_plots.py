@@ -135,8 +135,8 @@ def test_per_task_figure_labels_every_bar(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_heatmap_title_names_split_grid_and_scale(tmp_path: Path) -> None:
     grid = [-2.0, 0.0, 2.0]
-    result = DisentanglementResult(("A", "B"), grid, np.full((3, 3), 0.5),
-                                   {"A": np.zeros((3, 3)), "B": np.zeros((3, 3))}, "standard")  # fmt: skip
+    shares = {"A": np.zeros((3, 3)), "B": np.zeros((3, 3))}
+    result = DisentanglementResult(("A", "B"), grid, np.full((3, 3), 0.5), shares, "standard")
     title = heatmap_title(result, "test")
     assert title == "standard\ntest, 3 x 3 grid over [-2, 2]; mean xi 0.500"
     assert "0 to 2" in XI_LABEL
