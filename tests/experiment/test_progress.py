@@ -133,8 +133,12 @@ def test_first_log_line_of_a_merge() -> None:
     method = build_method("ties", {"grid": [0.2, 0.4, 0.6]})
     line = plan_line(_cfg(), method, Path("/runs/x"))
     assert line.startswith("main.py: merge with ties;")
-    expected = ["2 tasks (Digits, Colors)", "a Val sweep of 3 grid points, then Test once",
-                "missing checkpoints are fine-tuned first into /ckpt", "results in /runs/x"]  # fmt: skip
+    expected = [
+        "2 tasks (Digits, Colors)",
+        "a Val sweep of 3 grid points, then Test once",
+        "missing checkpoints are fine-tuned first into /ckpt",
+        "results in /runs/x",
+    ]
     for words in expected:
         assert words in line, (words, line)
     line = plan_line(_cfg(finetune_missing=False), build_method("zeroshot", {}), Path("/r"))
@@ -148,8 +152,9 @@ def test_first_log_line_of_an_analysis() -> None:
 
 def test_finetuning_announces_count_tasks_and_destination() -> None:
     fake = SimpleNamespace(
-        data=SimpleNamespace(specs={"Digits": SimpleNamespace(epochs=3),
-                                    "Colors": SimpleNamespace(epochs=3)}),  # fmt: skip
+        data=SimpleNamespace(
+            specs={"Digits": SimpleNamespace(epochs=3), "Colors": SimpleNamespace(epochs=3)}
+        ),  # fmt: skip
         mode=SimpleNamespace(name="standard"),
         evaluator=SimpleNamespace(device="cpu"),
         store=SimpleNamespace(layout=SimpleNamespace(mode_dir=Path("/ckpt/tiny/standard"))),

@@ -346,7 +346,12 @@ def test_hub_offline_names_repository_and_command_at_once(monkeypatch: pytest.Mo
         hub.fetch("hf://nik-dim/tall_masks", "ViT-B-32", [])
     assert calls == [("nik-dim/tall_masks", True)]
     message = str(caught.value)
-    expected = ["hf://nik-dim/tall_masks", "huggingface-cli download nik-dim/tall_masks",
-                "--include 'single_task/ViT-B-32/*'", "cannot be reached", "source=DIR"]  # fmt: skip
+    expected = [
+        "hf://nik-dim/tall_masks",
+        "huggingface-cli download nik-dim/tall_masks",
+        "--include 'single_task/ViT-B-32/*'",
+        "cannot be reached",
+        "source=DIR",
+    ]
     for words in expected:
         assert words in message, (words, message)
