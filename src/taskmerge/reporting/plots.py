@@ -133,6 +133,8 @@ def sweep_figure(results: Mapping[str, Any]):  # noqa: ANN201 - a matplotlib Fig
     the chosen point marked and labelled, zero-shot and fine-tuned reference lines and a
     grid-edge warning; beside it one small panel per task (its Val top-1, zero-shot and
     fine-tuned levels, the chosen value)."""
+    from matplotlib.lines import Line2D
+
     data = run_sweep(results)
     series = data.series
     if len(series.points) < 2:
@@ -141,7 +143,7 @@ def sweep_figure(results: Mapping[str, Any]):  # noqa: ANN201 - a matplotlib Fig
     columns = min(4, max(1, len(tasks)))
     rows = max(1, -(-len(tasks) // columns))
     fig = _figure(6.2 + 2.3 * columns, max(4.2, 2.1 * rows))
-    grid = fig.add_gridspec(rows, 2 + columns, width_ratios=[2.6, 0.15] + [1.0] * columns)
+    grid = fig.add_gridspec(rows, 2 + columns, width_ratios=[2.6, 0.05] + [1.0] * columns)
     ax = fig.add_subplot(grid[:, 0])
     xs, ys = zip(*series.points, strict=True)
     ax.plot(xs, ys, marker=".", color="C0", label="merged (mean over tasks)")
@@ -159,9 +161,10 @@ def sweep_figure(results: Mapping[str, Any]):  # noqa: ANN201 - a matplotlib Fig
     if data.edge:
         edge = data.edge
         title += f"\nchosen {edge['key']}={edge['value']:g} is the grid's {edge['edge']} edge"
-        note = f"grid edge: the optimum may lie beyond it;\nrerun with {edge['override']}"
-        ax.text(0.02, 0.02, note, transform=ax.transAxes, fontsize=7, color="C3", va="bottom",
-                bbox={"facecolor": "white", "edgecolor": "C3", "alpha": 0.9})  # fmt: skip
+        # below the axis: the note hides no point
+        note = f"grid edge: the optimum may lie beyond it; rerun with {edge['override']}"
+        ax.text(0.0, -0.2, note, transform=ax.transAxes, fontsize=7, color="C3", va="top",
+                bbox={"facecolor": "white", "edgecolor": "C3"})  # fmt: skip
     ax.set_title(title, fontsize=10, color="C3" if data.edge else "black")
     ax.set_xlabel(series.key or "")
     ax.set_ylabel("mean normalized Val top-1 (% of fine-tuned)")
@@ -180,7 +183,19 @@ def sweep_figure(results: Mapping[str, Any]):  # noqa: ANN201 - a matplotlib Fig
             panel.axhline(data.task_zeroshot[task], color="gray", linestyle=":", linewidth=1.2)
         if chosen_x is not None:
             panel.axvline(chosen_x, color="C3", linewidth=0.8, alpha=0.7)
+        if index == 0:
+            panel.legend(
+                handles=[
+                    Line2D([], [], color="C0", marker=".", label="merged"),
+                    Line2D([], [], color="black", linestyle="--", label="fine-tuned"),
+                    Line2D([], [], color="gray", linestyle=":", label="zero-shot"),
+                    Line2D([], [], color="C3", label="chosen"),
+                ],
+                fontsize=5,
+                loc="best",
+            )
         panel.set_title(task, fontsize=8)
+        panel.set_xlabel(series.key or "", fontsize=6)
         panel.tick_params(labelsize=6)
         panel.set_ylabel("Val top-1 (%)", fontsize=6)
         panel.grid(alpha=0.3)
@@ -193,7 +208,7 @@ def plot_run_sweep(results: Mapping[str, Any], path: str | Path) -> Path | None:
     fig = sweep_figure(results)
     if fig is None:
         return None
-    return save_figure(fig, path, dpi=120)
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 def plot_val_curves(report: Report, path: str | Path) -> Path:
