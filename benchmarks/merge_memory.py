@@ -34,6 +34,8 @@ import threading
 import time
 from pathlib import Path
 
+from machine import machine_line  # benchmarks/machine.py
+
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("TA", "TIES", "Consensus", "TSVM", "IsoC", "IsoCTS")
 #: Naive runs: float32 copies of the N x P matrix alive at the peak (measured with --quick).
@@ -247,6 +249,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    print(machine_line(), flush=True)  # the date and machine of these figures
     if args.worker:
         worker(args)
         return

@@ -138,6 +138,6 @@ def test_heatmap_title_names_split_grid_and_scale(tmp_path: Path) -> None:
     shares = {"A": np.zeros((3, 3)), "B": np.zeros((3, 3))}
     result = DisentanglementResult(("A", "B"), grid, np.full((3, 3), 0.5), shares, "standard")
     title = heatmap_title(result, "test")
-    assert title == "standard\ntest, 3 x 3 grid over [-2, 2]; mean xi 0.500"
+    assert title == "standard\ntest split, 3 x 3 grid over [-2, 2]; mean xi 0.500"
     assert "0 to 2" in XI_LABEL
     assert plot_heatmaps([result], tmp_path / "h.png", "test").stat().st_size > 0

@@ -277,7 +277,7 @@ def plot_per_task(report: Report, path: str | Path) -> Path:
                            edgecolor="gray" if label == ZEROSHOT else None)  # fmt: skip
             ax.bar_label(drawn, labels=[f"{y:.0f}" if v is not None else "-"
                                         for y, v in zip(ys, values, strict=True)],
-                         fontsize=5, padding=1)  # fmt: skip
+                         fontsize=6, padding=1)  # fmt: skip
         ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
         ax.set_ylabel("Test top-1 (%)")
         ax.set_ylim(0, 105)
@@ -352,7 +352,7 @@ def _color(index: int, count: int) -> Any:
 def heatmap_title(result: DisentanglementResult, split: str | None = None) -> str:
     """A heatmap's title: the mode, the split, the grid and the mean error."""
     low, high, size = result.grid[0], result.grid[-1], len(result.grid)
-    where = f"{split}, " if split else ""
+    where = f"{split} split, " if split else ""
     return (
         f"{result.label}\n{where}{size} x {size} grid over [{low:g}, {high:g}]; "
         f"mean xi {result.xi.mean():.3f}"
