@@ -22,6 +22,7 @@ from taskmerge.app.config import (
     setup_line,
     task_names,
 )
+from taskmerge.app.preflight import check_destination
 from taskmerge.app.workspace import Workspace
 from taskmerge.errors import ConfigError, StorageError
 from taskmerge.io.atomic import check_writable, write_json
@@ -102,6 +103,9 @@ def analyze_job(cfg: DictConfig) -> dict[str, Any]:
     analysis = cfg.analysis
     grid = coefficient_grid(analysis.grid_min, analysis.grid_max, analysis.grid_points)
     modes = analysis_modes(cfg)
+    check_destination(cfg.paths.cache, "paths.cache", cfg.paths.create)
+    if cfg.finetune_missing:
+        check_destination(cfg.paths.checkpoints, "paths.checkpoints", cfg.paths.create)
     log.info(plan_line(cfg, pair, grid, len(modes), directory))
     tracker = open_tracker(cfg, directory)
     try:

@@ -30,6 +30,8 @@ def finetune_job(cfg: DictConfig) -> dict[str, Mapping[str, float]]:
     kept = "replaced (overwrite=true)" if cfg.overwrite else "kept (overwrite=true replaces them)"
     log.info("finetune.py: fine-tune %s; checkpoints into %s, existing ones %s",
              setup_line(cfg, names), cfg.paths.checkpoints, kept)  # fmt: skip
+    # a mistyped destination holds no checkpoint: refused before anything is loaded
+    check_destination(cfg.paths.checkpoints, "paths.checkpoints", cfg.paths.create)
     workspace = Workspace.open(cfg)
     store = workspace.store
     todo = [t for t in workspace.tasks if cfg.overwrite or not store.path(t).is_file()]
@@ -38,7 +40,6 @@ def finetune_job(cfg: DictConfig) -> dict[str, Mapping[str, float]]:
             log.info("%s: checkpoint exists in %s (overwrite=true replaces it)", task,
                      store.task_dir(task))  # fmt: skip
     if todo:
-        check_destination(cfg.paths.checkpoints, "paths.checkpoints", cfg.paths.create)
         check_writable_all([store.layout.mode_dir, cfg.paths.cache])
         for task in todo:
             workspace.data.splits(task)  # every task's data (and its size) before any training

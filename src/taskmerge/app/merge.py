@@ -52,6 +52,8 @@ def merge_job(cfg: DictConfig) -> float:
     directory = run_dir()
     earlier = earlier_results(directory / RESULTS_FILE, cfg.overwrite)
     method = method_from_config(cfg.method)
+    check_destination(cfg.paths.cache, "paths.cache", cfg.paths.create)  # a typo: before loading
+    check_destination(cfg.paths.checkpoints, "paths.checkpoints", cfg.paths.create)
     log.info(plan_line(cfg, method, directory))
     workspace = Workspace.open(cfg)
     method = method.bind(workspace.encoder, workspace.tasks, mask_dir=workspace.store.mask_dir)
@@ -96,12 +98,11 @@ def plan_line(cfg: DictConfig, method: MergeMethod, directory: Path) -> str:
 
 
 def preflight(cfg: DictConfig, workspace: Workspace, method: MergeMethod, directory: Path) -> None:
-    """Every place the job writes is a real destination and writable, before any work: the run
-    directory, the caches, the checkpoints' folder when checkpoints are fine-tuned or measured,
-    and the method's own outputs (e.g. TALL-mask files)."""
+    """Every place the job writes is writable, before any work (the destinations were checked
+    to be real places before anything was loaded): the run directory, the caches, the
+    checkpoints' folder when checkpoints are fine-tuned or measured, and the method's own
+    outputs (e.g. TALL-mask files)."""
     store = workspace.store
-    check_destination(cfg.paths.cache, "paths.cache", cfg.paths.create)
-    check_destination(cfg.paths.checkpoints, "paths.checkpoints", cfg.paths.create)
     places = [directory, cfg.paths.cache, *method.writes_to()]
     scoring = workspace.evaluator.scoring
     if any(store.metrics(t, scoring) is None for t in workspace.tasks):  # fine-tuned or measured
