@@ -76,6 +76,13 @@ def _captured(verbose: bool) -> list[str]:
     handler, level = Keep(), root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    # another library's logging.config (import-linter's, in this session) may have disabled
+    # loggers that existed then: these lines are about the filter, not about that
+    names = ["taskmerge", "taskmerge.experiment.sweep", "open_clip.factory",
+             "huggingface_hub.file_download", "hydra"]  # fmt: skip
+    disabled = {name: logging.getLogger(name).disabled for name in names}
+    for name in names:
+        logging.getLogger(name).disabled = False
     try:
         quiet_libraries(verbose)
         quiet_libraries(verbose)  # idempotent: one filter, whatever the number of calls
@@ -89,6 +96,8 @@ def _captured(verbose: bool) -> list[str]:
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
+        for name, state in disabled.items():
+            logging.getLogger(name).disabled = state
     return handler.lines
 
 
