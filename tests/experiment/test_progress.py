@@ -188,3 +188,22 @@ def test_finetuning_bar_says_task_i_of_n(monkeypatch: pytest.MonkeyPatch) -> Non
         task_module.finetune_task("Digits", torch.nn.Linear(1, 1), data, heads, store, settings,
                                   mode, "cpu", position=(2, 8))  # type: ignore[arg-type]  # fmt: skip
     assert seen["description"] == "fine-tuning Digits (task 2/8)"
+
+
+def test_analysis_cost_is_said_before_it_starts() -> None:
+    from taskmerge.app.analyze import cost_line
+
+    splits = SimpleNamespace(test=list(range(1000)), val=list(range(300)))
+    workspace = SimpleNamespace(
+        tasks=["Digits", "Colors"],
+        data=SimpleNamespace(splits=lambda task: splits),
+        mode=SimpleNamespace(name="standard"),
+        evaluator=SimpleNamespace(forward="nonlinear"),
+    )
+    line = cost_line(workspace, 5, "test")  # type: ignore[arg-type]
+    assert line == (
+        "standard (nonlinear forward): 60 evaluations of a test split, 2000 test images in all; "
+        "the reference grid (analysis.grid_points=15) costs 8x this"
+    )
+    workspace.evaluator = SimpleNamespace(forward="linear", supports_affine=True)
+    assert "one primal pass and two JVPs per image" in cost_line(workspace, 15, "val")  # type: ignore[arg-type]
