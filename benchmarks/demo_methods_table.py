@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from machine import machine_line  # benchmarks/machine.py
+
 from taskmerge.merging.registry import method_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,6 +114,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="multirun dir (default: temp)")
     parser.add_argument("--methods", default=METHODS)
     args = parser.parse_args()
+    print(machine_line(), flush=True)  # the date and machine of these figures
     work = Path(tempfile.mkdtemp(prefix="taskmerge-methods-"))
     home = args.home or work / "home"
     out = args.out or work / "multirun"

@@ -7,7 +7,8 @@ Runs, with one TASKMERGE_HOME (checkpoints of every mode are fine-tuned on first
 * ``main.py -m finetuning=standard,linear,attention method=sum,ties,TSVM logger=none``;
 * ``main.py -m finetuning=standard eval_forward=linear method=sum,ties,TSVM logger=none``
   (post-hoc linearization: the standard checkpoints through the linearized model);
-* ``analyze.py analysis.modes=[standard,linear,standard@linear,attention] DATASETS=[pair]``.
+* ``analyze.py analysis.modes=[standard,linear,standard@linear,attention] DATASETS=[pair]
+  analysis.grid_points=15`` (the reference grid).
 Prints one Markdown table (Test top-1 %, absolute and normalized; fine-tuned = each task's own
 checkpoint through the run's forward) and the mean disentanglement error per mode, and leaves
 the heatmaps in ``<out>/analysis/disentanglement.png``.
@@ -23,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import machine_line  # benchmarks/machine.py
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("sum", "ties", "TSVM")
@@ -72,6 +75,7 @@ def main() -> None:
     parser.add_argument("--pair", default="Digits,Shapes", help="the disentanglement task pair")
     parser.add_argument("--skip-runs", action="store_true", help="only read --out")
     args = parser.parse_args()
+    print(machine_line(), flush=True)  # the date and machine of these figures
     work = Path(tempfile.mkdtemp(prefix="taskmerge-modes-"))
     home, out = args.home or work / "home", args.out or work / "out"
     methods = "method=" + ",".join(METHODS)
@@ -91,6 +95,7 @@ def main() -> None:
         seconds += run(
             "analyze.py",
             [f"DATASETS=[{args.pair}]", f"analysis.modes=[{MODES}]", "logger=none",
+             "analysis.grid_points=15",  # the reference grid the docs quote
              f"hydra.run.dir={out / 'analysis'}"],
             home,
         )  # fmt: skip

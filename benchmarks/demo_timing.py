@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import machine_line  # benchmarks/machine.py
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, default=None, help="work dir to keep (default: temp)")
     args = parser.parse_args()
+    print(machine_line(), flush=True)  # the date and machine of these figures
     work = args.keep or Path(tempfile.mkdtemp(prefix="taskmerge-bench-"))
     home = work / "home"
     cold_s, cold = run_main(home, work / "cold")

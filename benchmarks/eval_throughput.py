@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import machine_line  # benchmarks/machine.py
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -98,6 +99,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
     args = parser.parse_args()
+    print(machine_line(), flush=True)  # the date and machine of these figures
     work = Path(tempfile.mkdtemp(prefix="taskmerge-eval-"))
     try:
         fabricate(work / "images", args.images)

@@ -19,6 +19,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from machine import machine_line  # benchmarks/machine.py
 
 from taskmerge.finetune.modes import AttentionOnly, FinetuningMode, Linearized
 from taskmerge.models.forward import forward_module
@@ -95,6 +96,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=None, help="default: 128 tiny, 16 ViT")
     args = parser.parse_args()
+    print(machine_line(), flush=True)  # the date and machine of these figures
     for name in args.models:
         measure(name, args.steps, args.rounds, args.batch)
 

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import machine_line  # benchmarks/machine.py
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,6 +94,7 @@ def main() -> None:
     parser.add_argument("--kill-at", type=float, default=0.9,
                         help="seconds after a save, as a fraction of the interval")  # fmt: skip
     args = parser.parse_args()
+    print(machine_line(), flush=True)  # the date and machine of these figures
     work = Path(tempfile.mkdtemp(prefix="taskmerge-resume-"))
     warm_home, straight_home, killed_home = work / "warm", work / "straight", work / "killed"
     timed_run(command(args.task, args.epochs_scale, args.save_every, warm_home), warm_home)

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_line  # noqa: E402
 from merge_memory import PeakRSS, vit_b32_shapes  # noqa: E402
 
 TASKS = ("Cars", "DTD", "EuroSAT", "GTSRB", "MNIST", "RESISC45", "SVHN", "SUN397")
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    print(machine_line(), flush=True)  # the date and machine of these figures
     if args.worker is not None:
         worker(args.worker, args.tasks)
         return

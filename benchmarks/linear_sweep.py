@@ -22,6 +22,7 @@ import tempfile
 import time
 
 import torch
+from machine import machine_line  # benchmarks/machine.py
 
 from taskmerge.models.linearized import LinearizedEncoder, jvp_features
 
@@ -107,6 +108,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=21)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    print(machine_line(), flush=True)  # the date and machine of these figures
     for name in args.models:
         measure(name, args.points, args.repeats)
 

@@ -34,6 +34,8 @@ import threading
 import time
 from pathlib import Path
 
+from machine import machine_line  # benchmarks/machine.py
+
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("TA", "TIES", "Consensus", "TSVM", "IsoC", "IsoCTS")
 #: Methods measured for taskmerge only (no naive baseline: ``--no-naive`` is implied for them).
@@ -269,6 +271,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    print(machine_line(), flush=True)  # the date and machine of these figures
     if args.worker:
         worker(args)
         return

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine import machine_line  # benchmarks/machine.py
+
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("zeroshot,single_task,sum,average,ties,mag_masking,tall_mask,consensus,negation,"
            "TSVM,TSVM_2,TSVC")  # fmt: skip
@@ -74,6 +76,7 @@ def main() -> None:
     parser.add_argument("--methods", default=METHODS)
     parser.add_argument("--out", type=Path, default=Path("/tmp/taskmerge-resume"))
     args = parser.parse_args()
+    print(machine_line(), flush=True)  # the date and machine of these figures
     jobs = len(args.methods.split(","))
     store = args.home / "cache" / "results"
     shutil.rmtree(args.out, ignore_errors=True)

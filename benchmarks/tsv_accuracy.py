@@ -20,6 +20,7 @@ import argparse
 import time
 
 import torch
+from machine import machine_line  # benchmarks/machine.py
 from reference_tsv import reference_tsv_matrix
 
 from taskmerge.merging.tsv import tsv_merge_matrix
@@ -66,6 +67,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, nargs="+", default=[8, 20])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    print(machine_line(), flush=True)  # the date and machine of these figures
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     header = (
         f"{'matrix':<22}{'shape':>11}{'T':>4} | {'taskmerge s':>11} {'rel. error':>10}"

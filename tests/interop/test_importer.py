@@ -364,3 +364,33 @@ def test_an_import_killed_midway_leaves_no_half_task_and_resumes(tiny, tmp_path:
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"skipped {sorted(done, key=tasks.index)}" in rerun.stdout
     assert len(json.loads(manifest.read_text())) == len(tasks)
+
+
+def test_hub_offline_names_repository_and_command_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unreachable hub: only the local cache is read (no download retries), and the message
+    names the repository, the files and the download command."""
+    import huggingface_hub
+
+    from taskmerge.interop import hub
+
+    calls = []
+
+    def snapshot_download(repo, allow_patterns=None, local_files_only=False):  # noqa: ANN001, ANN202
+        calls.append((repo, local_files_only))
+        raise FileNotFoundError("not in the cache")
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    with pytest.raises(CheckpointError) as caught:
+        hub.fetch("hf://nik-dim/tall_masks", "ViT-B-32", [])
+    assert calls == [("nik-dim/tall_masks", True)]
+    message = str(caught.value)
+    expected = [
+        "hf://nik-dim/tall_masks",
+        "huggingface-cli download nik-dim/tall_masks",
+        "--include 'single_task/ViT-B-32/*'",
+        "cannot be reached",
+        "source=DIR",
+    ]
+    for words in expected:
+        assert words in message, (words, message)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from taskmerge.merging.base import AffineFamily
 
@@ -60,6 +61,12 @@ class DisentanglementResult:
         }
 
 
+def evaluation_count(grid_points: int) -> int:
+    """Split evaluations the direct route makes for one pair: per task, every grid cell and
+    the task's own baselines (|grid|^2 + |grid|)."""
+    return 2 * (grid_points * grid_points + grid_points)
+
+
 def _points(grid: Sequence[float], index: int) -> list[tuple[float, float]]:
     """Every (a1, a2) of the grid, row-major, then the baselines of task ``index``
     (a on its own vector, 0 on the other)."""
@@ -91,22 +98,31 @@ def disentanglement_error(
         raise ValueError("the disentanglement error is defined for a pair of tasks")
     size = len(grid)
     per_task: dict[str, np.ndarray] = {}
+    one_pass = getattr(evaluator, "supports_affine", False)
+    bar = tqdm(
+        total=2 if one_pass else evaluation_count(size),
+        desc=f"disentanglement {tasks[0]}/{tasks[1]}, {'task (one pass)' if one_pass else 'cell'}",
+        unit="task" if one_pass else "cell",
+        leave=False,
+    )  # cell k/K (a grid point or a baseline on one task's split) and the time left
     for index, task in enumerate(tasks):
         points = _points(grid, index)
         family = AffineFamily([dict(v) for v in vectors], [({}, p) for p in points])
-        if getattr(evaluator, "supports_affine", False):
+        if one_pass:
             predictions, _ = evaluator.affine_predictions(family.directions, points, task, split)
+            bar.update()
         else:
-            predictions = torch.stack(
-                [
-                    evaluator.predictions(family.candidate(pretrained, i).shared, task, split)[0]
-                    for i in range(len(points))
-                ]
-            )
+            rows = []
+            for i in range(len(points)):
+                candidate = family.candidate(pretrained, i).shared
+                rows.append(evaluator.predictions(candidate, task, split)[0])
+                bar.update()
+            predictions = torch.stack(rows)
         joint, alone = predictions[: size * size], predictions[size * size :]
         steps = torch.arange(size)  # row-major (a1, a2): task 1 keeps a1, task 2 keeps a2
         own = steps.repeat_interleave(size) if index == 0 else steps.repeat(size)
         mismatch = (joint != alone[own]).float().mean(dim=1)  # whole split, every sample once
         per_task[task] = mismatch.reshape(size, size).numpy()
+    bar.close()
     xi = per_task[tasks[0]] + per_task[tasks[1]]
     return DisentanglementResult((tasks[0], tasks[1]), list(grid), xi, per_task)

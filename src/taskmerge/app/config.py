@@ -93,6 +93,23 @@ def task_names(cfg: DictConfig) -> list[str]:
     return resolve_task_names(cfg.tasks.names, cfg.tasks.list, cfg.num_tasks)
 
 
+def setup_line(cfg: DictConfig, names: list[str]) -> str:
+    """The model, fine-tuning mode and tasks of a job, in words (for its first log line)."""
+    choices = hydra_choices()
+    model = choices.get("model") or str(cfg.model.get("name", cfg.model.get("_target_", "?")))
+    mode = choices.get("finetuning") or "standard"
+    shown = ", ".join(names[:8]) + (f", ... ({len(names) - 8} more)" if len(names) > 8 else "")
+    plural = "s" * (len(names) != 1)
+    return f"model {model}, fine-tuning {mode}, {len(names)} task{plural} ({shown})"
+
+
+def checkpoints_line(cfg: DictConfig) -> str:
+    """Where a job's fine-tuned checkpoints come from, and whether missing ones are trained."""
+    if cfg.get("finetune_missing"):
+        return f"missing checkpoints are fine-tuned first into {cfg.paths.checkpoints}"
+    return f"checkpoints from {cfg.paths.checkpoints} (finetune_missing=true trains missing ones)"
+
+
 def hydra_choices() -> dict[str, str]:
     """The config-group choices of the running Hydra job ({} outside one)."""
     try:

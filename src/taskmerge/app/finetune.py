@@ -9,6 +9,7 @@ from contextlib import nullcontext
 
 from omegaconf import DictConfig
 
+from taskmerge.app.config import setup_line, task_names
 from taskmerge.app.preflight import check_destination, check_writable_all
 from taskmerge.app.workspace import Workspace
 from taskmerge.finetune.distributed import launched_by_torchrun
@@ -25,6 +26,12 @@ def finetune_job(cfg: DictConfig) -> dict[str, Mapping[str, float]]:
     data is there, and no other run is fine-tuning a task of this run (each task is fine-tuned
     under its lock, as ``main.py`` does).
     """
+    names = task_names(cfg)
+    kept = "replaced (overwrite=true)" if cfg.overwrite else "kept (overwrite=true replaces them)"
+    log.info("finetune.py: fine-tune %s; checkpoints into %s, existing ones %s",
+             setup_line(cfg, names), cfg.paths.checkpoints, kept)  # fmt: skip
+    # a mistyped destination holds no checkpoint: refused before anything is loaded
+    check_destination(cfg.paths.checkpoints, "paths.checkpoints", cfg.paths.create)
     workspace = Workspace.open(cfg)
     store = workspace.store
     todo = [t for t in workspace.tasks if cfg.overwrite or not store.path(t).is_file()]
@@ -33,19 +40,20 @@ def finetune_job(cfg: DictConfig) -> dict[str, Mapping[str, float]]:
             log.info("%s: checkpoint exists in %s (overwrite=true replaces it)", task,
                      store.task_dir(task))  # fmt: skip
     if todo:
-        check_destination(cfg.paths.checkpoints, "paths.checkpoints", cfg.paths.create)
         check_writable_all([store.layout.mode_dir, cfg.paths.cache])
         for task in todo:
             workspace.data.splits(task)  # every task's data (and its size) before any training
+        workspace.announce_finetuning(todo)
     done: dict[str, Mapping[str, float]] = {}
-    for task in todo:
+    for index, task in enumerate(todo, 1):
         torchrun = launched_by_torchrun()
         with nullcontext() if torchrun else task_lock(store.task_dir(task), wait=False):
             if store.path(task).is_file() and not cfg.overwrite:
                 log.info("%s: fine-tuned meanwhile by another run, kept", task)
                 continue
             metrics = workspace.finetune(task, overwrite=bool(cfg.overwrite),
-                                         world_size=cfg.world_size)  # fmt: skip
+                                         world_size=cfg.world_size,
+                                         position=(index, len(todo)))  # fmt: skip
         if metrics is not None:
             done[task] = metrics
             log.info("%s: val top-1 %.2f%%, test top-1 %.2f%%", task, 100 * metrics["val_top1"],

@@ -11,7 +11,15 @@ from typing import Any
 from omegaconf import DictConfig
 
 from taskmerge.adapt.pipeline import run_data
-from taskmerge.app.config import config_dict, method_from_config, open_tracker, run_dir
+from taskmerge.app.config import (
+    checkpoints_line,
+    config_dict,
+    method_from_config,
+    open_tracker,
+    run_dir,
+    setup_line,
+    task_names,
+)
 from taskmerge.app.preflight import (
     check_destination,
     check_same_job,
@@ -47,6 +55,9 @@ def merge_job(cfg: DictConfig) -> float:
     directory = run_dir()
     earlier = earlier_results(directory / RESULTS_FILE, cfg.overwrite)
     method = method_from_config(cfg.method)
+    check_destination(cfg.paths.cache, "paths.cache", cfg.paths.create)  # a typo: before loading
+    check_destination(cfg.paths.checkpoints, "paths.checkpoints", cfg.paths.create)
+    log.info(plan_line(cfg, method, directory))
     workspace = Workspace.open(cfg)
     method = method.bind(workspace.encoder, workspace.tasks, mask_dir=workspace.store.mask_dir)
     method.set_text_side(workspace.model.bundle.text_side_entries)  # trim_population=checkpoint
@@ -78,13 +89,26 @@ def merge_job(cfg: DictConfig) -> float:
     return summarize(results, directory)
 
 
+def plan_line(cfg: DictConfig, method: MergeMethod, directory: Path) -> str:
+    """The first line of a run: what it will do, before it does any of it."""
+    points = method.grid_size()
+    sweep = (
+        f"a Val sweep of {points} grid points, then Test once"
+        if points > 1
+        else "no sweep (one candidate): Val, then Test"
+    )
+    return (
+        f"main.py: merge with {method.name}; {setup_line(cfg, task_names(cfg))}; {sweep}; "
+        f"{checkpoints_line(cfg)}; results in {directory}"
+    )
+
+
 def preflight(cfg: DictConfig, workspace: Workspace, method: MergeMethod, directory: Path) -> None:
-    """Every place the job writes is a real destination and writable, before any work: the run
-    directory, the caches, the checkpoints' folder when checkpoints are fine-tuned or measured,
-    and the method's own outputs (e.g. TALL-mask files)."""
+    """Every place the job writes is writable, before any work (the destinations were checked
+    to be real places before anything was loaded): the run directory, the caches, the
+    checkpoints' folder when checkpoints are fine-tuned or measured, and the method's own
+    outputs (e.g. TALL-mask files)."""
     store = workspace.store
-    check_destination(cfg.paths.cache, "paths.cache", cfg.paths.create)
-    check_destination(cfg.paths.checkpoints, "paths.checkpoints", cfg.paths.create)
     places = [directory, cfg.paths.cache, *method.writes_to()]
     scoring = workspace.evaluator.scoring
     if any(store.metrics(t, scoring) is None for t in workspace.tasks) or (
@@ -127,12 +151,12 @@ def save_coefficients(method: MergeMethod, directory: Path, tracker: Tracker) ->
 
 
 def measure_references(workspace: Workspace, method: MergeMethod) -> dict[str, Reference]:
-    """The fine-tuned accuracies (measured by this project, stored with the checkpoints) and,
-    when the method needs them, the zero-shot ones."""
+    """The fine-tuned accuracies (measured by this project, stored with the checkpoints) and
+    the zero-shot ones (the methods that need them select with them; every run records them in
+    ``results.json`` and draws them in ``sweep.png``; cached on disk: measured once per task,
+    split and model, not once per job)."""
     finetuned = finetuned_accuracies(workspace.store, workspace.evaluator, workspace.tasks)
-    zeroshot = None
-    if method.needs_zeroshot:
-        zeroshot = zeroshot_accuracies(workspace.evaluator, workspace.pretrained)
+    zeroshot = zeroshot_accuracies(workspace.evaluator, workspace.pretrained)
     return make_references(workspace.tasks, finetuned, zeroshot)
 
 

@@ -58,6 +58,7 @@ class Common(BaseModel):
     world_size: PositiveInt = 1
     decode_once: list[Split] = Field(default_factory=lambda: ["val"])
     limit_samples: PositiveInt | None = None
+    verbose: bool = False
 
 
 #: Entry point -> its own top-level keys (type, default) beyond :class:`Common` and the nodes.
@@ -97,7 +98,7 @@ SECTIONS: dict[str, dict[str, Any]] = {
                  "task_conventions": (Literal["tall_masks", "tsv"], "tall_masks"),
                  "grids": (dict[str, list[float]], ...)},
     "analysis": {"grid_min": (float, -2.0), "grid_max": (float, 2.0),
-                 "grid_points": (PositiveInt, 15), "split": (Split, "test"),
+                 "grid_points": (PositiveInt, 5), "split": (Split, "test"),
                  "modes": (list[str] | None, None)},
 }  # fmt: skip
 #: Nodes instantiated from their ``_target_``: checked against its signature.

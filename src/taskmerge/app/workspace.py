@@ -126,13 +126,18 @@ class Workspace:
         return cls(model, mode, train, evaluator.data, evaluator.heads, evaluator, store)
 
     def finetune(
-        self, task: str, overwrite: bool = False, world_size: int = 1
+        self,
+        task: str,
+        overwrite: bool = False,
+        world_size: int = 1,
+        position: tuple[int, int] | None = None,
     ) -> dict[str, float] | None:
         """Fine-tune one task, store the checkpoint and its fine-tuned Val / Test top-1 (through
-        the evaluator's forward); None on the other processes of a distributed run."""
+        the evaluator's forward); None on the other processes of a distributed run.
+        ``position`` (i, N): the task's place among those fine-tuned now (shown in the bar)."""
         done = finetune_task(
             task, self.encoder, self.data, self.heads, self.store, self.train, self.mode,
-            self.evaluator.device, overwrite=overwrite, world_size=world_size,
+            self.evaluator.device, overwrite=overwrite, world_size=world_size, position=position,
         )  # fmt: skip
         if done is None:
             return None
@@ -156,10 +161,25 @@ class Workspace:
             check_writable(self.store.layout.mode_dir)
         for task in missing:  # every task's data is there (and the right size) before any training
             self.data.splits(task)
-        for task in missing:
+        if missing:
+            self.announce_finetuning(missing)
+        for index, task in enumerate(missing, 1):
             lock = nullcontext() if launched_by_torchrun() else task_lock(self.store.task_dir(task))
             with lock:
                 if self.store.path(task).is_file():
                     log.info("%s: fine-tuned meanwhile by another job, reused", task)
                     continue
-                self.finetune(task, world_size=world_size)
+                self.finetune(task, world_size=world_size, position=(index, len(missing)))
+
+    def announce_finetuning(self, tasks: Sequence[str]) -> str:
+        """Log (and return) the line that says what is fine-tuned now, how long each task
+        trains, on which device and where the checkpoints go."""
+        epochs = sorted({self.data.specs[t].epochs for t in tasks})
+        each = "/".join(f"{e:g}" for e in epochs)
+        line = (
+            f"fine-tuning {len(tasks)} missing checkpoint{'s' * (len(tasks) != 1)} "
+            f"({', '.join(tasks)}), {each} epochs each, mode {self.mode.name} on "
+            f"{self.evaluator.device}, into {self.store.layout.mode_dir}"
+        )
+        log.info(line)
+        return line

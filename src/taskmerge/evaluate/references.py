@@ -7,6 +7,7 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import torch
+from tqdm import tqdm
 
 from taskmerge.evaluate.evaluator import Evaluator, TaskEvaluator
 from taskmerge.store.checkpoints import CheckpointStore
@@ -40,11 +41,20 @@ def finetuned_accuracies(
     unmeasured = [task for task in tasks if store.metrics(task, evaluator.scoring) is None]
     for task in unmeasured:  # every one readable and finite before any is measured
         store.load(task)
+    bar = tqdm(
+        total=len(unmeasured),
+        desc="fine-tuned accuracies (Val and Test), task",
+        unit="task",
+        leave=False,
+        disable=not unmeasured,
+    )
     for task in tasks:
         metrics = store.metrics(task, evaluator.scoring)
         if metrics is None:
             metrics = measure_finetuned(store, evaluator, task, store.load(task))
+            bar.update()
         accuracies[task] = {"val_top1": metrics["val_top1"], "test_top1": metrics["test_top1"]}
+    bar.close()
     return accuracies
 
 
@@ -60,4 +70,8 @@ def zeroshot_accuracies(
             return cached("zeroshot", pretrained, task, split)
         return evaluator.accuracy(pretrained, task, split)
 
-    return {split: {t: top1(t, split) for t in evaluator.task_names} for split in SPLITS}
+    pairs = [(split, task) for split in SPLITS for task in evaluator.task_names]
+    out: dict[str, dict[str, float]] = {split: {} for split in SPLITS}
+    for split, task in tqdm(pairs, desc="zero-shot accuracies, task x split", leave=False):
+        out[split][task] = top1(task, split)
+    return out

@@ -62,7 +62,9 @@ def evaluate_on_test(
     method: MergeMethod, chosen: Candidate, evaluator: Evaluator, reference: Reference
 ) -> Point:
     """The chosen weights on Test, once (with the method's derived metrics; not scored)."""
-    metrics = evaluate_candidate(evaluator, chosen, "test", reference.finetuned)
+    metrics = evaluate_candidate(
+        evaluator, chosen, "test", reference.finetuned, progress=f"{method.name}: Test, task"
+    )
     point = score_point(method, chosen.hyperparameters, metrics, reference)
     point.score = None
     return point

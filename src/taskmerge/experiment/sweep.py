@@ -4,6 +4,7 @@ time."""
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -15,19 +16,25 @@ from taskmerge.merging.base import AffineFamily, Candidate, MergeMethod
 from taskmerge.metrics import Reference, SplitMetrics
 from taskmerge.vectors.task_vector import TaskVector
 
+log = logging.getLogger(__name__)
+
 StateDict = Mapping[str, Any]
 #: Called with each point's index and the point as the sweep goes (e.g. to log it).
 OnPoint = Callable[[int, Point], None]
 
 
 def evaluate_candidate(
-    evaluator: Evaluator, candidate: Candidate, split: str, finetuned: Mapping[str, float]
+    evaluator: Evaluator,
+    candidate: Candidate,
+    split: str,
+    finetuned: Mapping[str, float],
+    progress: str | None = None,
 ) -> SplitMetrics:
-    """Per-task top-1 of one candidate on ``split`` (``val`` or ``test``)."""
-    top1 = {
-        task: evaluator.accuracy(candidate.for_task(task), task, split)
-        for task in evaluator.task_names
-    }
+    """Per-task top-1 of one candidate on ``split`` (``val`` or ``test``); ``progress`` names a
+    bar over the tasks (task i/N and the time left), none when None."""
+    tasks = list(evaluator.task_names)
+    bar = tqdm(tasks, desc=progress, unit="task", leave=False, disable=progress is None)
+    top1 = {task: evaluator.accuracy(candidate.for_task(task), task, split) for task in bar}
     return SplitMetrics(split, top1, finetuned)
 
 
@@ -79,12 +86,19 @@ def _direct_points(
     reference: Reference,
 ) -> Iterator[tuple[Candidate, SplitMetrics]]:
     candidates = method.candidates(pretrained, task_vectors)
+    log.info("%s: merging %d task vectors", method.name, len(task_vectors))
     first = next(candidates, None)  # the merge itself (and its checks) before any evaluation
     if first is None:
         return
-    for candidate in tqdm(
-        itertools.chain([first], candidates), desc=f"{method.name}: Val", leave=False
-    ):
+    total = method.grid_size()
+    bar = tqdm(
+        itertools.chain([first], candidates),
+        desc=f"{method.name}: Val, grid point",
+        total=total,
+        unit="point",
+        leave=False,
+    )  # "grid point j/M", the time per point and the time left
+    for candidate in bar:
         yield candidate, evaluate_candidate(evaluator, candidate, "val", reference.finetuned)
 
 
@@ -94,7 +108,12 @@ def _affine_points(
     coefficients = [coefs for _, coefs in family.points]
     per_task = {
         task: evaluator.affine_accuracies(family.directions, coefficients, task, "val")  # type: ignore[attr-defined]
-        for task in tqdm(evaluator.task_names, desc="one-pass linearized Val", leave=False)
+        for task in tqdm(
+            evaluator.task_names,
+            desc=f"one-pass linearized Val of {len(coefficients)} grid points, task",
+            unit="task",
+            leave=False,
+        )
     }
     for index in range(len(family.points)):
         top1 = {task: values[index] for task, values in per_task.items()}

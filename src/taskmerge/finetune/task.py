@@ -33,13 +33,14 @@ def finetune_task(
     device: str | torch.device,
     overwrite: bool = False,
     world_size: int = 1,
+    position: tuple[int, int] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]] | None:
     """Fine-tune a copy of ``pretrained_encoder`` on one task and store the checkpoint
     (atomically); the full training state is saved every ``settings.save_every`` steps in the
     task's directory and a rerun resumes from it.
 
     With ``world_size > 1`` (or under torchrun) training is distributed; only the main process
-    writes (the others return None).
+    writes (the others return None). ``position`` (i, N) puts "task i/N" into the progress bar.
 
     Returns:
         The fine-tuned state dict and the training statistics (steps, seconds, final loss).
@@ -62,7 +63,8 @@ def finetune_task(
         settings,
         mode,
         device,
-        description=f"fine-tuning {task}",
+        description=f"fine-tuning {task}"
+        + (f" (task {position[0]}/{position[1]})" if position else ""),
         world_size=world_size,
         state_path=state_path,
         identity=identity,

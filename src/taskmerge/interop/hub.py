@@ -15,6 +15,7 @@ from pathlib import Path
 
 from taskmerge.errors import CheckpointError
 from taskmerge.interop.hf_clip import fusion_bench_repo
+from taskmerge.models.clip import hub_reachable
 
 FUSION_BENCH_OWNER = "tanganke"
 
@@ -38,10 +39,22 @@ def model_patterns(model: str) -> list[str]:
 def _download(repo: str, patterns: Sequence[str] | None) -> Path:
     from huggingface_hub import snapshot_download
 
+    # offline (or no route to the Hub) is known in seconds: then only the local cache is read,
+    # instead of waiting for the download client's own retries and name-lookup timeouts
+    online = hub_reachable()
     try:
-        return Path(snapshot_download(repo, allow_patterns=list(patterns) if patterns else None))
+        return Path(
+            snapshot_download(
+                repo,
+                allow_patterns=list(patterns) if patterns else None,
+                local_files_only=not online,
+            )
+        )
     except Exception as exc:  # noqa: BLE001 - offline, DNS, HTTP and cache errors alike
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        if not online:
+            reason = "huggingface.co cannot be reached (or HF_HUB_OFFLINE is set) and the files "
+            reason += "are not in the local Hugging Face cache"
         include = " ".join(f"--include '{p}'" for p in patterns or [])
         raise CheckpointError(
             f"could not fetch {', '.join(patterns or ['all files'])} of hf://{repo} ({reason}): "

@@ -129,6 +129,10 @@ class MergeMethod:
         """The coefficients to try: the fixed one, or the grid."""
         return [float(self.scaling_coef)] if self.scaling_coef is not None else self.grid
 
+    def grid_size(self) -> int:
+        """How many candidates :meth:`candidates` yields (the Val sweep's length)."""
+        return len(self.coefficients())
+
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:
         """Combine the task vectors into one (before scaling)."""
         raise NotImplementedError

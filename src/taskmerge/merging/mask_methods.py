@@ -263,6 +263,9 @@ class TallMask(_StoresMasks):
         masks = tall_masks(_vectors(task_vectors), merged.vector, lam)
         return dict(zip(task_vectors, masks, strict=True))
 
+    def grid_size(self) -> int:  # noqa: D102 - one candidate per lambda (published: one)
+        return len(self.lambdas)
+
     def candidates(
         self, pretrained: Mapping[str, Any], task_vectors: Mapping[str, TaskVector]
     ) -> Iterator[Candidate]:  # noqa: D102
