@@ -38,8 +38,12 @@ def test_only_complete_results_are_stored_and_found(tmp_path: Path) -> None:
     assert store.get("k") is None
     store.put("k", {"complete": False, "test": {}})
     assert store.get("k") is None and not store.path("k").exists()
-    store.put("k", {"complete": True, "test": {"avg": {"top1": 0.5}}})
+    complete = {"complete": True, "method": "sum", "tasks": ["A"], "hyperparameters": {},
+                "val": {"avg": {"top1": 0.4}}, "test": {"avg": {"top1": 0.5}}, "sweep": []}  # fmt: skip
+    store.put("k", complete)
     assert store.get("k")["test"]["avg"]["top1"] == 0.5
+    store.put("m", {"complete": True, "test": {"avg": {"top1": 0.5}}})  # an older layout
+    assert store.get("m") is None
     store.path("j").write_text("{truncated")  # a killed writer can't leave this (atomic), but
     assert store.get("j") is None  # a damaged file is never taken for a result
 
