@@ -39,7 +39,8 @@ def test_only_complete_results_are_stored_and_found(tmp_path: Path) -> None:
     store.put("k", {"complete": False, "test": {}})
     assert store.get("k") is None and not store.path("k").exists()
     complete = {"complete": True, "method": "sum", "tasks": ["A"], "hyperparameters": {},
-                "val": {"avg": {"top1": 0.4}}, "test": {"avg": {"top1": 0.5}}, "sweep": []}  # fmt: skip
+                "val": {"avg": {"top1": 0.4}}, "sweep": [],
+                "test": {"avg": {"top1": 0.5, "normalized_top1": 0.6}}}  # fmt: skip
     store.put("k", complete)
     assert store.get("k")["test"]["avg"]["top1"] == 0.5
     store.put("m", {"complete": True, "test": {"avg": {"top1": 0.5}}})  # an older layout
