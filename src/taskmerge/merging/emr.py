@@ -103,8 +103,10 @@ def _task_delta(unified: Vector, task_vector: Vector, name: str) -> torch.Tensor
 
 @register_method("emr", scaled=False)
 class EMRMerging(MergeMethod):
-    """EMR-merging (arXiv:2405.17461): task t uses theta0 + lambda_t * M_t * tau_uni (elect,
-    mask, rescale; no hyperparameter)."""
+    """EMR-merging (arXiv:2405.17461): task t uses theta0 + lambda_t * M_t * tau_uni; no sweep.
+
+    Elect, mask, rescale (module docstring); no hyperparameter.
+    """
 
     per_task_result = True
 

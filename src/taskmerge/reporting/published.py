@@ -16,6 +16,15 @@ Sources:
   file's mean). They round to the paper's Table 1 values.
 * ``ISO``: Marczak et al., "No Task Left Behind: Isotropic Model Merging with Common and
   Task-Specific Subspaces", ICML 2025, arXiv:2502.04959 (on the TSV / TALL-mask checkpoints).
+* ``CART``: Choi et al., "Revisiting Weight Averaging for Model Merging", arXiv:2412.12153,
+  the table of the authors' ``JH-GEECS/CART`` README (TALL-mask checkpoints; no normalized
+  figures).
+* ``WUDI``: Cheng et al., arXiv:2503.08099 (ICML 2025), ViT-B/32 8 tasks on the
+  ``mlfoundations/task_vectors`` checkpoints (other checkpoints than the table's others).
+* ``EMR``: Huang et al., arXiv:2405.17461 (NeurIPS 2024) as reported by FusionBench for its own
+  CLIP checkpoints, ViT-B/32 8 tasks (other checkpoints than the table's others).
+
+A count a source does not report is ``None`` in its row: no figure for that setting.
 """
 
 from __future__ import annotations
@@ -40,6 +49,18 @@ SOURCES = {
         "Marczak et al., No Task Left Behind: Isotropic Model Merging with Common and "
         "Task-Specific Subspaces, ICML 2025 (arXiv:2502.04959), TSV/TALL-mask checkpoints"
     ),
+    "CART": (
+        "Choi et al., Revisiting Weight Averaging for Model Merging (arXiv:2412.12153), "
+        "JH-GEECS/CART README table, TALL-mask checkpoints"
+    ),
+    "WUDI": (
+        "Cheng et al., WUDI-merging, ICML 2025 (arXiv:2503.08099), "
+        "mlfoundations/task_vectors checkpoints (not the TALL-mask ones)"
+    ),
+    "EMR": (
+        "Huang et al., EMR-Merging, NeurIPS 2024 (arXiv:2405.17461), as reported by "
+        "FusionBench on its CLIP checkpoints (not the TALL-mask ones)"
+    ),
 }
 
 #: Our method name -> the papers' name for it. ``TSVM_2`` (eigendecomposition) computes the
@@ -55,10 +76,13 @@ PAPER_NAMES = {
     "iso_c": "Iso-C",
     "iso_cts": "Iso-CTS",
     "finetuned": "Fine-tuned",
+    "cart": "CART",
+    "wudi": "WUDI-merging",
+    "emr": "EMR-merging",
 }
 
 # (paper name, model) -> source key, ((abs, normalized) for 8, 14, 20 tasks)
-_FIGURES: dict[tuple[str, str], tuple[str, tuple[tuple[float, float | None], ...]]] = {
+_FIGURES: dict[tuple[str, str], tuple[str, tuple[tuple[float, float | None] | None, ...]]] = {
     ("Zero-shot", "ViT-B-32"): ("TSV", ((48.3, 53.6), (57.2, 63.7), (56.1, 62.4))),
     ("Zero-shot", "ViT-L-14"): ("TSV", ((64.7, 68.0), (68.2, 72.2), (65.2, 69.0))),
     ("Weight averaging", "ViT-B-32"): ("TSV", ((66.3, 72.1), (64.3, 71.1), (61.0, 67.5))),
@@ -77,6 +101,10 @@ _FIGURES: dict[tuple[str, str], tuple[str, tuple[tuple[float, float | None], ...
     ("Iso-C", "ViT-L-14"): ("ISO", ((94.2, None), (89.3, None), (87.6, None))),
     ("Iso-CTS", "ViT-B-32"): ("ISO", ((86.2, 92.8), (81.7, 89.7), (78.1, 85.5))),
     ("Iso-CTS", "ViT-L-14"): ("ISO", ((94.7, 98.8), (91.0, 96.3), (90.1, 94.9))),
+    ("CART", "ViT-B-32"): ("CART", ((84.7, None), (79.5, None), (76.3, None))),
+    ("CART", "ViT-L-14"): ("CART", ((92.6, None), (88.7, None), (87.9, None))),
+    ("WUDI-merging", "ViT-B-32"): ("WUDI", ((85.2, None), None, None)),
+    ("EMR-merging", "ViT-B-32"): ("EMR", ((88.7, None), None, None)),
 }
 
 
@@ -130,7 +158,10 @@ def lookup(
     if entry is None or n is None:
         return None
     key, values = entry
-    absolute, normalized = values[TASK_COUNTS.index(n)]
+    figure = values[TASK_COUNTS.index(n)]
+    if figure is None:  # the source does not report this task count
+        return None
+    absolute, normalized = figure
     return Figure(paper, model, n, absolute, normalized, SOURCES[key].format(model=model))
 
 
@@ -140,4 +171,5 @@ def table() -> list[Figure]:
         Figure(paper, model, n, *values[i], SOURCES[key].format(model=model))
         for (paper, model), (key, values) in _FIGURES.items()
         for i, n in enumerate(TASK_COUNTS)
+        if values[i] is not None
     ]
