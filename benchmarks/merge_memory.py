@@ -296,7 +296,7 @@ def main() -> None:
                 naive: dict = {"skipped": "--no-naive"} if args.no_naive else {}
                 if method not in NAIVE_COPIES:
                     naive = {"skipped": "no naive baseline"}
-                need = (NAIVE_COPIES[method] * n + 2) * size
+                need = (NAIVE_COPIES.get(method, 0) * n + 2) * size
                 if not naive and need > available_bytes() - 2**30:
                     naive = {
                         "skipped": f"needs ~{need / 2**30:.0f} GiB, "
