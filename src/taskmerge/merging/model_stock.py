@@ -14,9 +14,10 @@ Reference behaviour: FusionBench (``tanganke/fusion_bench``,
 averaged over the pairs (in degrees there, in radians here: the same mean), one ratio per
 parameter tensor, parameters in ``ignore_keys`` take the plain average (its default
 ``ignore_keys`` are text-tower names, which an image encoder does not have). At least two
-models (the reference raises otherwise). Deviations: the dot products and norms are float64
-(reference: float32 sums), the merge is done on the task vectors (``theta0 + t mean tau``;
-reference: ``t theta_avg + (1 - t) theta0`` on the weights): equal up to float32 rounding.
+models (the reference raises otherwise); the dot products and squared norms are float32 sums
+and the angle arithmetic float64, as there. Deviation: the merge is done on the task vectors
+(``theta0 + t mean tau``; reference: ``t theta_avg + (1 - t) theta0`` on the weights), equal up
+to float32 rounding.
 
 No coefficient is swept (the ratio is the method); LiNeS composes (it scales the merged vector
 per block, alpha from the norms, beta = 1, as for ``average``).
@@ -62,16 +63,20 @@ def mean_pairwise_angle(vectors: Sequence[Vector], name: str) -> float:
     squares: list[float] = [0.0] * count
     dots: dict[tuple[int, int], float] = {}
     for i in range(count):
-        first = vectors[i][name].detach().to(torch.float64).reshape(-1)
-        squares[i] = float(first @ first)
+        first = _flat32(vectors[i][name])
+        squares[i] = float(torch.dot(first, first))
         for j in range(i + 1, count):
-            dots[i, j] = float(first @ vectors[j][name].detach().to(torch.float64).reshape(-1))
+            dots[i, j] = float(torch.dot(first, _flat32(vectors[j][name])))
         del first
     total = 0.0
     for (i, j), dot in dots.items():
         cos = dot / (math.sqrt(squares[i] * squares[j]) + EPS)
         total += math.acos(min(1.0, max(-1.0, cos)))
     return total / len(dots)
+
+
+def _flat32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().reshape(-1).to(torch.float32)
 
 
 def model_stock_tensor(vectors: Sequence[Vector], name: str) -> tuple[torch.Tensor, float]:
