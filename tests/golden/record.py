@@ -33,6 +33,9 @@ RUNS: dict[str, list[str]] = {
     "modes": ["-m", "finetuning=linear,attention", "method=sum"],
     "posthoc": ["finetuning=standard", "eval_forward=linear", "method=sum"],
 }
+#: Issue 20, the data-free methods (second half): one multirun of their own.
+DATA_FREE = "model_stock,cart,wudi,emr"
+RUNS["data_free"] = ["-m", f"method={DATA_FREE}"]
 
 
 def keys_of(value: Any, prefix: str = "") -> list[str]:
