@@ -42,6 +42,10 @@ METHODS = ("TA", "TIES", "Consensus", "TSVM", "IsoC", "IsoCTS")
 LAZY_ONLY = ("DARE", "DARE-TIES", "Breadcrumbs", "MagMax", "PCB")
 #: Naive runs: float32 copies of the N x P matrix alive at the peak (measured with --quick).
 NAIVE_COPIES = {"TA": 1.3, "TIES": 5.5, "Consensus": 4.3, "TSVM": 1.3, "IsoC": 1.3, "IsoCTS": 2.0}
+#: Issue 20 (data-free methods, second half): taskmerge's lazy merge only (no naive baseline).
+#: WUDI runs ``--wudi-iter-num`` Adam steps per matrix (FusionBench: 400; slow on a CPU).
+METHODS += ("ModelStock", "CART", "WUDI", "EMR")
+WUDI_ITER_NUM = [400]
 
 
 # --------------------------------------------------------------------------- memory probes
@@ -141,6 +145,7 @@ def lazy_merge(method: str, base: dict, paths: list[Path]) -> dict:
         "TSVM": lambda: TSVMerge(),
         "IsoC": lambda: IsoC(),
         "IsoCTS": lambda: IsoCTS(common_space_fraction=0.8),
+        **_issue20_methods(),
     }.get(method, lambda: None)()
     if merger is None:
         merger = _lazy_only_method(method)
@@ -162,6 +167,22 @@ def _lazy_only_method(method: str):  # noqa: ANN202
         "MagMax": MagMax,
         "PCB": PCBMerging,
     }[method]()
+
+
+def _issue20_methods() -> dict:
+    """Model Stock, CART (8-task defaults, lambda 2.0), WUDI, EMR (the unified vector and the
+    rescalers; the per-task models are built when evaluated)."""
+    from taskmerge.merging.cart import CART
+    from taskmerge.merging.emr import EMRMerging
+    from taskmerge.merging.model_stock import ModelStock
+    from taskmerge.merging.wudi import WUDIMerging
+
+    return {
+        "ModelStock": lambda: ModelStock(),
+        "CART": lambda: CART(initial_rank_ratio=0.12, scaling_coef=2.0),
+        "WUDI": lambda: WUDIMerging(iter_num=WUDI_ITER_NUM[0], device="cpu"),
+        "EMR": lambda: EMRMerging(),
+    }
 
 
 def naive_merge(method: str, base: dict, paths: list[Path]) -> dict:
@@ -238,7 +259,7 @@ def worker(args: argparse.Namespace) -> None:
 def run_worker(kind: str, method: str, n: int, root: Path) -> dict:
     """Run one merge in a fresh interpreter; returns its JSON (or the failure)."""
     cmd = [sys.executable, __file__, "--worker", kind, "--method", method]
-    cmd += ["--n", str(n), "--root", str(root)]
+    cmd += ["--n", str(n), "--root", str(root), "--wudi-iter-num", str(WUDI_ITER_NUM[0])]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -266,12 +287,14 @@ def main() -> None:
     )
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baselines")
     parser.add_argument("--dir", type=Path, default=None, help="where the temp dir goes")
+    parser.add_argument("--wudi-iter-num", type=int, default=400, help="WUDI's Adam steps")
     parser.add_argument("--worker", choices=("lazy", "naive"), help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     print(machine_line(), flush=True)  # the date and machine of these figures
+    WUDI_ITER_NUM[0] = args.wudi_iter_num
     if args.worker:
         worker(args)
         return
@@ -296,7 +319,7 @@ def main() -> None:
             for n in args.tasks:
                 lazy = run_worker("lazy", method, n, root)
                 naive: dict = {"skipped": "--no-naive"} if args.no_naive else {}
-                if method in LAZY_ONLY:
+                if method not in NAIVE_COPIES:
                     naive = {"skipped": "no naive baseline"}
                 need = (NAIVE_COPIES.get(method, 0) * n + 2) * size
                 if not naive and need > available_bytes() - 2**30:

@@ -19,7 +19,7 @@ import pytest
 
 from taskmerge.merging.registry import data_free_names
 from tests.app.conftest import SmallDemo
-from tests.golden.record import COMMON, METHODS, TASKS
+from tests.golden.record import COMMON, DATA_FREE, METHODS, TASKS
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -115,13 +115,22 @@ def test_each_job_has_its_own_wandb_run(demo: dict) -> None:
 
 # --------------------------------------------------------------------------- every method
 def test_every_merge_method_runs_on_the_demo(small_demo: SmallDemo) -> None:
-    assert set(METHODS.split(",")) | {"negation"} == set(data_free_names())
+    golden = set(METHODS.split(",")) | set(DATA_FREE.split(",")) | {"negation", "wudi"}
+    assert golden == set(data_free_names())  # the data merges: tests/adapt
     zeroshot = small_demo.method("zeroshot")["test"]["avg"]["normalized_top1"]
     for name in METHODS.split(","):
         results = small_demo.method(name)
         assert results["complete"] is True and results["tasks"] == SMALL, name
         assert 0.0 < results["test"]["avg"]["normalized_top1"] <= 1.1, name
         assert results["test"]["avg"]["normalized_top1"] > zeroshot - 0.1, name
+    for name in DATA_FREE.split(","):  # issue 20: their own multirun
+        results = small_demo.method(name, run="data_free")
+        assert results["complete"] is True and results["tasks"] == SMALL, name
+        assert results["test"]["avg"]["normalized_top1"] > zeroshot - 0.1, name
+    wudi = small_demo.method("wudi", run="wudi")
+    assert wudi["complete"] is True and wudi["test"]["avg"]["normalized_top1"] > zeroshot - 0.1
+    assert wudi["report"]["wudi"]["seed"] == 0
+    assert set(small_demo.method("emr", run="data_free")["report"]["emr_rescalers"]) == set(SMALL)
     lambdas = small_demo.method("tall_mask")["hyperparameters"]["tall_mask_lambda"]
     assert set(lambdas) == set(SMALL)  # chosen per task on its own Val
     assert set(lambdas.values()) <= {0.2, 0.3, 0.4, 0.5, 0.6}

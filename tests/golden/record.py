@@ -33,6 +33,11 @@ RUNS: dict[str, list[str]] = {
     "modes": ["-m", "finetuning=linear,attention", "method=sum"],
     "posthoc": ["finetuning=standard", "eval_forward=linear", "method=sum"],
 }
+#: Issue 20, the data-free methods since the seeds: one multirun of their own; WUDI (400 Adam
+#: steps per matrix by default) alone with fewer steps, to keep the golden runs short.
+DATA_FREE = "model_stock,cart,emr,dare,dare_ties,breadcrumbs,magmax,pcb"
+RUNS["data_free"] = ["-m", f"method={DATA_FREE}"]
+RUNS["wudi"] = ["method=wudi", "method.iter_num=40"]
 
 
 def keys_of(value: Any, prefix: str = "") -> list[str]:

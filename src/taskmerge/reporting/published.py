@@ -20,6 +20,15 @@ Sources:
   (``tanganke/clip-vit-base-patch32_<task>``, 8 tasks): PCB-merging 76.3, MagMax 71.1, the
   figures quoted in issue 20; no normalized value, and none published for 14 / 20 tasks (a
   ``None`` entry: no figure is shown there).
+* ``CART``: Choi et al., "Revisiting Weight Averaging for Model Merging", arXiv:2412.12153,
+  the table of the authors' ``JH-GEECS/CART`` README (TALL-mask checkpoints; no normalized
+  figures).
+* ``WUDI``: Cheng et al., arXiv:2503.08099 (ICML 2025), ViT-B/32 8 tasks on the
+  ``mlfoundations/task_vectors`` checkpoints (other checkpoints than the table's others).
+* ``EMR``: Huang et al., arXiv:2405.17461 (NeurIPS 2024) as reported by FusionBench for its own
+  CLIP checkpoints, ViT-B/32 8 tasks (other checkpoints than the table's others).
+
+A count a source does not report is ``None`` in its row: no figure for that setting.
 """
 
 from __future__ import annotations
@@ -52,6 +61,18 @@ SOURCES = {
         "FusionBench (Tang et al., arXiv:2406.03280), CLIP ViT-B/32 8 tasks on FusionBench's "
         "checkpoints (tanganke/clip-vit-base-patch32_<task>)"
     ),
+    "CART": (
+        "Choi et al., Revisiting Weight Averaging for Model Merging (arXiv:2412.12153), "
+        "JH-GEECS/CART README table, TALL-mask checkpoints"
+    ),
+    "WUDI": (
+        "Cheng et al., WUDI-merging, ICML 2025 (arXiv:2503.08099), "
+        "mlfoundations/task_vectors checkpoints (not the TALL-mask ones)"
+    ),
+    "EMR": (
+        "Huang et al., EMR-Merging, NeurIPS 2024 (arXiv:2405.17461), as reported by "
+        "FusionBench on its CLIP checkpoints (not the TALL-mask ones)"
+    ),
 }
 
 #: Our method name -> the papers' name for it. ``TSVM_2`` (eigendecomposition) computes the
@@ -69,6 +90,9 @@ PAPER_NAMES = {
     "finetuned": "Fine-tuned",
     "pcb": "PCB-merging",
     "magmax": "MagMax",
+    "cart": "CART",
+    "wudi": "WUDI-merging",
+    "emr": "EMR-merging",
 }
 
 # (paper name, model) -> source key, ((abs, normalized) for 8, 14, 20 tasks; None: not published)
@@ -93,6 +117,10 @@ _FIGURES: dict[tuple[str, str], tuple[str, tuple[tuple[float, float | None] | No
     ("Iso-CTS", "ViT-L-14"): ("ISO", ((94.7, 98.8), (91.0, 96.3), (90.1, 94.9))),
     ("PCB-merging", "ViT-B-32"): ("FB", ((76.3, None), None, None)),
     ("MagMax", "ViT-B-32"): ("FB", ((71.1, None), None, None)),
+    ("CART", "ViT-B-32"): ("CART", ((84.7, None), (79.5, None), (76.3, None))),
+    ("CART", "ViT-L-14"): ("CART", ((92.6, None), (88.7, None), (87.9, None))),
+    ("WUDI-merging", "ViT-B-32"): ("WUDI", ((85.2, None), None, None)),
+    ("EMR-merging", "ViT-B-32"): ("EMR", ((88.7, None), None, None)),
 }
 
 
@@ -147,7 +175,7 @@ def lookup(
         return None
     key, values = entry
     figure = values[TASK_COUNTS.index(n)]
-    if figure is None:
+    if figure is None:  # the source does not report this task count
         return None
     absolute, normalized = figure
     return Figure(paper, model, n, absolute, normalized, SOURCES[key].format(model=model))
