@@ -103,9 +103,11 @@ def analyze_job(cfg: DictConfig) -> dict[str, Any]:
     analysis = cfg.analysis
     grid = coefficient_grid(analysis.grid_min, analysis.grid_max, analysis.grid_points)
     modes = analysis_modes(cfg)
-    check_destination(cfg.paths.cache, "paths.cache", cfg.paths.create)
+    check_destination(cfg.paths.cache, "paths.cache", cfg.paths.create, home=cfg.paths.root)
     if cfg.finetune_missing:
-        check_destination(cfg.paths.checkpoints, "paths.checkpoints", cfg.paths.create)
+        check_destination(
+            cfg.paths.checkpoints, "paths.checkpoints", cfg.paths.create, home=cfg.paths.root
+        )
     log.info(plan_line(cfg, pair, grid, len(modes), directory))
     tracker = open_tracker(cfg, directory)
     try:

@@ -31,7 +31,9 @@ def finetune_job(cfg: DictConfig) -> dict[str, Mapping[str, float]]:
     log.info("finetune.py: fine-tune %s; checkpoints into %s, existing ones %s",
              setup_line(cfg, names), cfg.paths.checkpoints, kept)  # fmt: skip
     # a mistyped destination holds no checkpoint: refused before anything is loaded
-    check_destination(cfg.paths.checkpoints, "paths.checkpoints", cfg.paths.create)
+    check_destination(
+        cfg.paths.checkpoints, "paths.checkpoints", cfg.paths.create, home=cfg.paths.root
+    )
     workspace = Workspace.open(cfg)
     store = workspace.store
     todo = [t for t in workspace.tasks if cfg.overwrite or not store.path(t).is_file()]

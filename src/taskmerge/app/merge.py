@@ -55,8 +55,10 @@ def merge_job(cfg: DictConfig) -> float:
     directory = run_dir()
     earlier = earlier_results(directory / RESULTS_FILE, cfg.overwrite)
     method = method_from_config(cfg.method)
-    check_destination(cfg.paths.cache, "paths.cache", cfg.paths.create)  # a typo: before loading
-    check_destination(cfg.paths.checkpoints, "paths.checkpoints", cfg.paths.create)
+    check_destination(cfg.paths.cache, "paths.cache", cfg.paths.create, home=cfg.paths.root)
+    check_destination(
+        cfg.paths.checkpoints, "paths.checkpoints", cfg.paths.create, home=cfg.paths.root
+    )
     log.info(plan_line(cfg, method, directory))
     workspace = Workspace.open(cfg)
     method = method.bind(workspace.encoder, workspace.tasks, mask_dir=workspace.store.mask_dir)

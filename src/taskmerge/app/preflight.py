@@ -20,9 +20,12 @@ from taskmerge.errors import ConfigError
 from taskmerge.io.atomic import check_writable
 
 
-def check_destination(path: str | Path, key: str, create: bool = False) -> Path:
-    """``path`` if it exists or its parent does (it is then created on first write); a path
-    whose parent is missing too is refused unless ``create``.
+def check_destination(
+    path: str | Path, key: str, create: bool = False, home: str | Path | None = None
+) -> Path:
+    """``path`` if it exists or its parent does (it is then created on first write), or if it
+    lies in taskmerge's ``home`` (``paths.root``: created on first use) whose parent exists; a
+    path whose parent is missing too is refused unless ``create``.
 
     Raises:
         ConfigError: naming the key, the path and the fix.
@@ -30,6 +33,10 @@ def check_destination(path: str | Path, key: str, create: bool = False) -> Path:
     path = Path(path).expanduser()
     if path.exists() or path.parent.exists() or create:
         return path
+    if home is not None:
+        root = Path(home).expanduser().absolute()
+        if path.absolute().is_relative_to(root) and (root.exists() or root.parent.exists()):
+            return path
     missing = next(p for p in [path, *path.parents] if p.parent.exists())
     raise ConfigError(
         f"{key}={path}: {missing} does not exist (a typo?): point {key} at an existing place, "
