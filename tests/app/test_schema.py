@@ -68,3 +68,14 @@ def test_a_large_grid_is_announced_with_its_cost(
     with caplog.at_level(logging.WARNING, logger="taskmerge"):
         check("config", ["method=sum", f"method.grid={grid}"])
     assert "method.grid has 2001 points" in caplog.text and "2001 times" in caplog.text
+
+
+def test_a_destination_in_a_fresh_home_is_not_a_typo(tmp_path: Path) -> None:
+    """A TASKMERGE_HOME that does not exist yet (its parent does) is created on first use; a
+    path whose parents are all missing outside it is refused."""
+    from taskmerge.app.preflight import check_destination
+
+    home = tmp_path / "new-home"
+    assert check_destination(home / "cache", "paths.cache", home=home) == home / "cache"
+    with pytest.raises(ConfigError, match="paths.create=true"):
+        check_destination(tmp_path / "typo" / "x" / "ckpts", "paths.checkpoints", home=home)
