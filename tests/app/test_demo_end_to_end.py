@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -265,8 +266,8 @@ def test_a_sweep_killed_midway_leaves_nothing_taken_for_finished(small_demo: Sma
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     seen = ""
-    while proc.poll() is None and "TSVM: Val: 2" not in seen:
-        seen += proc.stderr.read(64)
+    while proc.poll() is None and not re.search(r"TSVM: Val[^|]*\|[^|]*\| *2/", seen):
+        seen += proc.stderr.read(64)  # killed after the second grid point
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert not (run_dir / "results.json").exists()
