@@ -179,10 +179,11 @@ def test_finetuning_bar_says_task_i_of_n(monkeypatch: pytest.MonkeyPatch) -> Non
         layout=SimpleNamespace(training_state=lambda t: None),
         fingerprint="f",
     )  # fmt: skip
-    data = SimpleNamespace(train_set=lambda t: [], specs={"Digits": SimpleNamespace(epochs=1)})
+    data = SimpleNamespace(train_set=lambda t, transform="reference": [],
+                           specs={"Digits": SimpleNamespace(epochs=1)})  # fmt: skip
     heads = SimpleNamespace(head=lambda t: None)
     mode = SimpleNamespace(fingerprint=lambda: "m")
-    settings = SimpleNamespace()
+    settings = SimpleNamespace(transform="reference")
     monkeypatch.setattr(task_module, "asdict", lambda s: {})
     with pytest.raises(SystemExit):
         task_module.finetune_task("Digits", torch.nn.Linear(1, 1), data, heads, store, settings,
