@@ -59,7 +59,7 @@ CASES = [
     ("seed-text", "finetune.py", ["seed=abc", PAIR], "seed='abc'"),
     ("force-text", "main.py", ["force=yes", *QUICK], "force='yes': expected true or false"),
     ("workers-fraction", "main.py", ["num_workers=1.5", *QUICK], "num_workers=1.5"),
-    ("decode-once-split", "main.py", ["decode_once=[train]", *QUICK], "decode_once[0]='train'"),
+    ("decode-once-split", "main.py", ["decode_once=[trian]", *QUICK], "decode_once[0]='trian'"),
     ("patterns-not-a-list", "main.py", ["finetuning=pattern", "finetuning.patterns=bias", *QUICK],
      "finetuning.patterns='bias'"),
     ("quick-gelu-text", "main.py", ["model=ViT-B-32", "model.quick_gelu=maybe", "logger=none"],

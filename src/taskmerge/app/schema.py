@@ -40,6 +40,8 @@ LARGE_GRID = 100
 PositiveInt = Annotated[int, Field(ge=1)]
 Workers = Literal["auto"] | Annotated[int, Field(ge=0)]
 Split = Literal["val", "test"]
+#: The splits ``decode_once`` can keep decoded (train: :mod:`taskmerge.data.decoded_train`).
+DecodedSplit = Literal["train", "val", "test"]
 
 
 class Common(BaseModel):
@@ -56,7 +58,7 @@ class Common(BaseModel):
     DATASETS: list[str] | None = None
     eval_forward: Literal[FORWARDS] | None = None  # type: ignore[valid-type]
     world_size: PositiveInt = 1
-    decode_once: list[Split] = Field(default_factory=lambda: ["val"])
+    decode_once: list[DecodedSplit] = Field(default_factory=lambda: ["val"])
     limit_samples: PositiveInt | None = None
     verbose: bool = False
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from taskmerge.data.augment import check_train_transform, train_view
+from taskmerge.data.augment import check_train_transform, random_crop_of, train_view
 from taskmerge.data.decoded import cache_name, decoded_split, normalizer, split_preprocess
+from taskmerge.data.decoded_train import decoded_train_split, normalize_of
 from taskmerge.data.image_datasets import TransformedDataset, make_loader
 from taskmerge.data.spec import TaskSpec
 from taskmerge.data.splits import TaskSplits, load_task_splits
@@ -165,7 +166,30 @@ class TaskData:
         train = self.splits(task).train
         if check_train_transform(transform) == "eval" or self.train_preprocess is None:
             return train
+        decoded = self._decoded_train(task, train)
+        if decoded is not None:
+            return decoded
         return train_view(train, self.train_preprocess, self._split_preprocess)
+
+    def _decoded_train(self, task: str, train: Dataset) -> Dataset | None:
+        """With ``train`` in ``decode_once``: the real task's training images decoded once and
+        cropped as the reference transform crops (:mod:`taskmerge.data.decoded_train`); None
+        when the split is not read from image files or the transform has no random crop."""
+        if "train" not in self.decode_once or self.decoded_dir is None:
+            return None
+        indices = None
+        if isinstance(train, Subset):
+            train, indices = train.dataset, list(train.indices)
+        crop = random_crop_of(self.train_preprocess)
+        stats = normalize_of(self.train_preprocess)
+        if not isinstance(train, TransformedDataset) or crop is None or stats is None:
+            return None
+        key = f"{self.train_preprocess!r}|whole-image"
+        name = cache_name(task, "train", len(train), self.root_of(task), key)
+        dataset = decoded_train_split(
+            train.base, crop, *stats, self.decoded_dir / f"{name}.npy", self.num_workers
+        )
+        return Subset(dataset, indices) if indices is not None else dataset
 
     def eval_loader(self, task: str, split: str, batch_size: int) -> DataLoader:
         """An evaluation DataLoader over ``val`` or ``test`` (uint8 batches for a split decoded
