@@ -19,7 +19,8 @@ from torchvision.transforms import (
     ToTensor,
 )
 
-from taskmerge.data.decoded_train import CroppedUInt8, decoded_train_split, normalize_of
+from taskmerge.data.decoded import split_preprocess
+from taskmerge.data.decoded_train import CroppedUInt8, decoded_train_split
 from taskmerge.data.spec import TaskSpec
 from taskmerge.data.task_data import TaskData
 
@@ -70,7 +71,7 @@ class Images(Dataset):
 def cropped(tmp_path: Path) -> CroppedUInt8:
     transform = reference_train_transform()
     crop = transform.transforms[0]
-    mean, std = normalize_of(transform)
+    _, mean, std = split_preprocess(transform)
     return decoded_train_split(Images(), crop, mean, std, tmp_path / "train.npy")
 
 

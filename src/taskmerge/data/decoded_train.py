@@ -21,7 +21,6 @@ default: the reference's own route stays the default, exact to the reference.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -103,12 +102,3 @@ def decoded_train_split(
     """The training split decoded once into ``path`` (or read back), seen through the crop."""
     images = decoded_split(base, whole_image_resize(crop), path, num_workers, keep_sizes=True)
     return CroppedUInt8(images, crop, mean, std)
-
-
-def normalize_of(train_preprocess: Callable) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(mean, std)`` of the training transform's ``Normalize`` (None without one)."""
-    for transform in getattr(train_preprocess, "transforms", []):
-        if type(transform).__name__ == "Normalize":
-            return (torch.tensor(transform.mean, dtype=torch.float32),
-                    torch.tensor(transform.std, dtype=torch.float32))  # fmt: skip
-    return None

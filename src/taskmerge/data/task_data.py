@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from taskmerge.data.augment import check_train_transform, random_crop_of, train_view
 from taskmerge.data.decoded import cache_name, decoded_split, normalizer, split_preprocess
-from taskmerge.data.decoded_train import decoded_train_split, normalize_of
+from taskmerge.data.decoded_train import decoded_train_split
 from taskmerge.data.image_datasets import TransformedDataset, make_loader
 from taskmerge.data.spec import TaskSpec
 from taskmerge.data.splits import TaskSplits, load_task_splits
@@ -181,7 +181,8 @@ class TaskData:
         if isinstance(train, Subset):
             train, indices = train.dataset, list(train.indices)
         crop = random_crop_of(self.train_preprocess)
-        stats = normalize_of(self.train_preprocess)
+        parts = split_preprocess(self.train_preprocess)
+        stats = parts[1:] if parts is not None else None
         if not isinstance(train, TransformedDataset) or crop is None or stats is None:
             return None
         key = f"{self.train_preprocess!r}|whole-image"
