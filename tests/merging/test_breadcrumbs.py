@@ -30,7 +30,10 @@ def reference(tau: torch.Tensor, density: float, gamma: float) -> torch.Tensor:
 def test_breadcrumbs_equals_the_float64_reference(density: float, gamma: float) -> None:
     gen = torch.Generator().manual_seed(1)
     vecs = [
-        {"w": torch.randn(20, 15, generator=gen, dtype=torch.float64), "b": torch.randn(150)}
+        {
+            "w": torch.randn(20, 15, generator=gen, dtype=torch.float64),
+            "b": torch.randn(150, generator=gen, dtype=torch.float64),
+        }
         for _ in range(3)
     ]
     method = Breadcrumbs(density=density, gamma=gamma, grid=[1.0])

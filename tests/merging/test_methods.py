@@ -16,7 +16,7 @@ from torch import nn
 
 from taskmerge.errors import ConfigError
 from taskmerge.io.packed_masks import load_masks, pack_mask, save_masks
-from taskmerge.merging import tsv
+from taskmerge.merging import svd_routes
 from taskmerge.merging.arithmetic import TaskArithmetic
 from taskmerge.merging.lines import (
     LiNeS,
@@ -376,7 +376,7 @@ def test_top_factors_from_the_gram_matrix_are_the_svd(shape: tuple[int, int]) ->
     spectrum = [10.0, 7.0, 5.0, 3.0, 2.0, 1.0, 0.5, 0.25, 0.1, 0.05, 0.02, 0.01]
     exact = with_spectrum(*shape, spectrum, seed=10)
     x = exact.float()
-    assert tsv._top_factors_by_gram(x, 5) is not None  # the fast route is the one taken
+    assert svd_routes.top_factors_by_gram(x, 5) is not None  # the fast route is the one taken
     u, s, vh = truncated_svd(x, 5)
     u64, s64, vh64 = torch.linalg.svd(exact, full_matrices=False)
     assert torch.allclose(s.double(), s64[:5], rtol=1e-6)
@@ -406,7 +406,7 @@ def test_tsv_merge_of_float32_tasks_matches_the_float64_answer() -> None:
 
 def test_rank_deficient_matrices_take_the_full_svd() -> None:
     x = with_spectrum(10, 6, [3.0, 1.0], seed=11)  # rank 2, four components asked
-    assert tsv._top_factors_by_gram(x, 4) is None
+    assert svd_routes.top_factors_by_gram(x, 4) is None
     u, s, vh = truncated_svd(x, 4)
     assert torch.allclose(u.T @ u, torch.eye(4, dtype=torch.float64), atol=1e-12)
     assert torch.allclose(s[:2], torch.tensor([3.0, 1.0]).double()) and s[2:].abs().max() < 1e-12

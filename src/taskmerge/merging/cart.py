@@ -18,7 +18,7 @@ vectors (so again the average). Their configs fix ``prior`` (lambda) and
 ``initial_rank_ratio`` per benchmark: 2.0 / 0.12 (ViT-B/32, 8 tasks), 1.5 / 0.16 (14),
 1.9 / 0.32 (20). Here lambda is ``scaling_coef``, swept on Val over a grid through those values;
 ``initial_rank_ratio`` defaults to the 8-task 0.12. Deviations: the SVDs are float64 (from the
-Gram matrix on the CPU, :func:`taskmerge.merging.tsv.top_factors`; reference: float32
+Gram matrix on the CPU, :func:`taskmerge.merging.svd_routes.top_factors`; reference: float32
 ``torch.linalg.svd``), the same truncation up to float32 rounding where the r-th and
 (r+1)-th singular values differ; the non-decomposed parameters are the average exactly
 (reference: average plus the float32 rounding residue of a sum of centred vectors).
@@ -43,6 +43,7 @@ import torch
 from taskmerge.errors import ConfigError
 from taskmerge.merging.base import AffineFamily, Candidate, MergeMethod
 from taskmerge.merging.registry import register_method
+from taskmerge.merging.svd_routes import SvdRoute, check_svd_kind, top_factors
 from taskmerge.merging.tensorwise import (
     DerivedStateDict,
     each_parameter,
@@ -51,7 +52,6 @@ from taskmerge.merging.tensorwise import (
     running_sum,
     shape_of,
 )
-from taskmerge.merging.tsv import top_factors
 from taskmerge.vectors.task_vector import TaskVector
 
 Vector = Mapping[str, torch.Tensor]
@@ -72,7 +72,7 @@ def cart_rank(shape: Sequence[int], initial_rank_ratio: float) -> int:
     return max(1, int(initial_rank_ratio * min(shape)))
 
 
-def low_rank(matrix: torch.Tensor, rank: int) -> torch.Tensor:
+def low_rank(matrix: torch.Tensor, rank: int, route: SvdRoute | None = None) -> torch.Tensor:
     """The best rank-``rank`` approximation of ``matrix`` (float64, the whole matrix when
     ``rank`` is its full rank)."""
     work = matrix.to(torch.float64)
@@ -80,12 +80,14 @@ def low_rank(matrix: torch.Tensor, rank: int) -> torch.Tensor:
         return work
     if rank == 0:
         return torch.zeros_like(work)
-    u, s, vh = top_factors(work, rank)
+    u, s, vh = top_factors(work, rank, route)
     return (u * s) @ vh
 
 
 def cart_tensors(
-    vectors: Sequence[Vector], initial_rank_ratio: float = DEFAULT_RANK_RATIO
+    vectors: Sequence[Vector],
+    initial_rank_ratio: float = DEFAULT_RANK_RATIO,
+    route: SvdRoute | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``(mean_t tau_t, sum_t SVD_r(tau_t - mean))`` for every parameter (the second only for
     the truncated ones: the others' centred sum is zero), one parameter at a time."""
@@ -103,7 +105,7 @@ def cart_tensors(
         if 0 < rank < min(shape):  # rank 0 keeps nothing; full rank: the centred sum, zero
             for vector in vectors:
                 centred = vector[name].to(torch.float64) - mean
-                total.add_(low_rank(centred, rank))
+                total.add_(low_rank(centred, rank, route))
                 del centred
                 release_memory()
         ranked[name] = total.to(mean.dtype)
@@ -138,6 +140,7 @@ class CART(MergeMethod):
             8 / 14 / 20 tasks).
         scaling_coef: lambda (the authors' ``prior``), or None to sweep ``grid``.
         grid: lambdas tried on Val.
+        svd: ``"exact"`` (default) or ``"randomized"`` (:mod:`taskmerge.merging.svd_routes`).
     """
 
     def __init__(
@@ -145,16 +148,22 @@ class CART(MergeMethod):
         initial_rank_ratio: float = DEFAULT_RANK_RATIO,
         scaling_coef: float | None = None,
         grid: Sequence[float] | None = None,
+        svd: str = "exact",
     ) -> None:
         super().__init__(scaling_coef=scaling_coef, grid=grid)
         self.initial_rank_ratio = check_rank_ratio(initial_rank_ratio)
+        self.route = SvdRoute(check_svd_kind(svd))
+
+    def details(self) -> dict[str, Any]:
+        """With ``svd=randomized``: which route each matrix took."""
+        return self.route.details()
 
     def parts(
         self, task_vectors: Mapping[str, TaskVector]
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The average task vector and the sum of the centred low-rank ones."""
         vectors = [tv.vector for tv in task_vectors.values()]
-        return cart_tensors(vectors, self.initial_rank_ratio)
+        return cart_tensors(vectors, self.initial_rank_ratio, self.route)
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:
         """``mean + lambda * low-rank sum`` at the first coefficient (the fixed one)."""

@@ -58,13 +58,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from fractions import Fraction
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
 from taskmerge.errors import ConfigError
 from taskmerge.merging.base import MergeMethod
 from taskmerge.merging.registry import register_method
+from taskmerge.merging.svd_routes import SvdRoute, check_svd_kind, polar_factor, top_factors
 from taskmerge.merging.tensorwise import (
     column,
     each_parameter,
@@ -73,7 +74,7 @@ from taskmerge.merging.tensorwise import (
     running_sum,
     shape_of,
 )
-from taskmerge.merging.tsv import is_svd_target, polar_factor, top_factors
+from taskmerge.merging.tsv import is_svd_target
 from taskmerge.vectors.task_vector import TaskVector
 
 Vector = Mapping[str, torch.Tensor]
@@ -160,7 +161,9 @@ def iso_c_matrix(taus: Iterable[torch.Tensor]) -> torch.Tensor:
 
 
 def iso_cts_matrix(
-    taus: Reiterable, common_space_fraction: float = DEFAULT_COMMON_SPACE_FRACTION
+    taus: Reiterable,
+    common_space_fraction: float = DEFAULT_COMMON_SPACE_FRACTION,
+    route: SvdRoute | None = None,
 ) -> torch.Tensor:
     """Iso-CTS of one 2-D parameter across tasks.
 
@@ -170,6 +173,8 @@ def iso_cts_matrix(
             lazy vectors (one tensor read at a time).
         common_space_fraction: f, the share of the rank given to the common space before the
             divisibility rule of :func:`subspace_sizes`.
+        route: How the top factors are computed (default exact; the randomized route serves
+            the tasks' small residual blocks, the common block is too large to sketch).
     """
     count = len(taus)
     total = running_sum(iter(taus))
@@ -184,7 +189,7 @@ def iso_cts_matrix(
     s_cat = total.new_empty(rank, dtype=work)
     vh_cat = total.new_empty((rank, total.shape[1]), dtype=work)
     if k_c:
-        u, s, vh = top_factors(total.to(work), k_c)
+        u, s, vh = top_factors(total.to(work), k_c, route)
         u_cat[:, :k_c], s_cat[:k_c], vh_cat[:k_c] = u, s, vh
         del u, s, vh
     del total
@@ -198,7 +203,7 @@ def iso_cts_matrix(
         del tau
         if k_c:
             residual -= common @ (common.mT @ residual)
-        u, s, vh = top_factors(residual, n_t)
+        u, s, vh = top_factors(residual, n_t, route)
         columns = slice(k_c + seen * n_t, k_c + (seen + 1) * n_t)
         u_cat[:, columns], s_cat[columns], vh_cat[columns] = u, s, vh
         seen += 1
@@ -232,11 +237,13 @@ def iso_c_merge(vectors: Sequence[Vector]) -> dict[str, torch.Tensor]:
 
 
 def iso_cts_merge(
-    vectors: Sequence[Vector], common_space_fraction: float = DEFAULT_COMMON_SPACE_FRACTION
+    vectors: Sequence[Vector],
+    common_space_fraction: float = DEFAULT_COMMON_SPACE_FRACTION,
+    route: SvdRoute | None = None,
 ) -> dict[str, torch.Tensor]:
     """Iso-CTS over whole task vectors (before the coefficient)."""
     check_fraction(common_space_fraction)
-    return _merge_vectors(vectors, lambda taus: iso_cts_matrix(taus, common_space_fraction))
+    return _merge_vectors(vectors, lambda taus: iso_cts_matrix(taus, common_space_fraction, route))
 
 
 # --------------------------------------------------------------------------- method classes
@@ -262,6 +269,7 @@ class IsoCTS(MergeMethod):
             1.0 is Iso-C).
         scaling_coef: Fixed alpha, or None to sweep ``grid`` (FusionBench: 1.0).
         grid: Alphas tried on Val.
+        svd: ``"exact"`` (default) or ``"randomized"`` (:mod:`taskmerge.merging.svd_routes`).
     """
 
     def __init__(
@@ -269,10 +277,16 @@ class IsoCTS(MergeMethod):
         common_space_fraction: float = DEFAULT_COMMON_SPACE_FRACTION,
         scaling_coef: float | None = None,
         grid: Sequence[float] | None = None,
+        svd: str = "exact",
     ) -> None:
         super().__init__(scaling_coef=scaling_coef, grid=grid)
         self.common_space_fraction = check_fraction(common_space_fraction)
+        self.route = SvdRoute(check_svd_kind(svd))
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
         vectors = [tv.vector for tv in task_vectors.values()]
-        return TaskVector(iso_cts_merge(vectors, self.common_space_fraction))
+        return TaskVector(iso_cts_merge(vectors, self.common_space_fraction, self.route))
+
+    def details(self) -> dict[str, Any]:
+        """With ``svd=randomized``: which route each matrix took."""
+        return self.route.details()

@@ -25,9 +25,10 @@ Memory: one matrix at a time; the tasks' matrices are decomposed one after the o
 their top-r factors kept, so the concatenated factors are ``m x (T r)`` and ``n x (T r)`` with
 ``T r <= min(m, n)``, whatever T.
 
-Speed: on the CPU each task's top-r factors, and the polar factors, come from the float64
-eigendecomposition of the smaller Gram matrix, faster than a float32 SVD at ViT sizes and more
-accurate; a full SVD remains for (near) rank-deficient matrices and other devices.
+Speed: each task's top-r factors come from :mod:`taskmerge.merging.svd_routes` (``method.svd``):
+``exact`` (default), the float64 eigendecomposition of the smaller Gram matrix, faster than a
+float32 SVD at ViT sizes and more accurate; ``randomized``, a checked randomized range finder
+that falls back to it. The polar factors come from float64 Gram eigendecompositions too.
 
 The module is a little over 400 lines because it is one concept: the task-singular-vector
 family (its SVD routes, TSV-M, TSV-C and the storage report share the same factors).
@@ -46,6 +47,13 @@ from taskmerge.errors import ConfigError
 from taskmerge.io.checks import require_keys
 from taskmerge.merging.base import Candidate, MergeMethod
 from taskmerge.merging.registry import register_method
+from taskmerge.merging.svd_routes import (
+    SvdRoute,
+    check_svd_kind,
+    polar_factor,
+    top_factors,
+    truncated_svd,
+)
 from taskmerge.merging.tensorwise import (
     DerivedStateDict,
     column,
@@ -76,82 +84,6 @@ def task_rank(shape: Sequence[int], num_tasks: int, sv_reduction: float | None =
     return min(rank, int(rank * sv_reduction))
 
 
-def truncated_svd(tensor: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-``r`` ``(U, S, Vh)`` of ``tensor``: ``U diag(S) Vh`` is its best rank-r approximation.
-
-    The factors are copies: the full decomposition is freed on return.
-    """
-    u, s, vh = top_factors(tensor, r)
-    return tuple(factor.to(tensor.dtype, copy=True) for factor in (u, s, vh))  # type: ignore[return-value]
-
-
-#: The Gram route below is used when sigma_r / sigma_1 is at least this: there it is more accurate
-#: than a float32 SVD (its float64 error on sigma_r is about 1e-13 * sigma_1**2 / sigma_r). Below
-#: it, or for (numerically) zero singular values, whose singular vectors the Gram matrix does not
-#: determine, a full SVD is used.
-GRAM_MIN_RATIO = 1e-5
-
-
-def top_factors(tensor: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-``r`` SVD factors (possibly views of a larger decomposition; float64 when they come
-    from the Gram matrix).
-
-    On the CPU they come from the float64 eigendecomposition of the smaller Gram matrix
-    (``X^T X = V S^2 V^T``, then ``U = X V / S``): more accurate than a float32 SVD, up to ~2x
-    faster on tall or wide ViT matrices, about as fast on square ones. A full SVD is used on
-    other devices, and when ``sigma_r < GRAM_MIN_RATIO * sigma_1``.
-    """
-    if tensor.device.type == "cpu" and 0 < r <= min(tensor.shape):
-        factors = _top_factors_by_gram(tensor, r)
-        if factors is not None:
-            return factors
-    if tensor.shape[0] < tensor.shape[1]:  # wide: decompose the transpose (faster, same factors)
-        v, s, uh = torch.linalg.svd(tensor.mT, full_matrices=False)
-        return uh[:r].mT, s[:r], v[:, :r].mT
-    u, s, vh = torch.linalg.svd(tensor, full_matrices=False)
-    return u[:, :r], s[:r], vh[:r]
-
-
-def _gram_eigh(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(eigenvalues, eigenvectors)`` of ``x^T x``, descending, for a tall float64 ``x``;
-    None when ``x`` is zero."""
-    values, vectors = torch.linalg.eigh(x.mT @ x)
-    if not values[-1] > 0:
-        return None
-    return values.flip(0), vectors.flip(1)
-
-
-def _top_factors_by_gram(
-    tensor: torch.Tensor, r: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """Top-``r`` ``(U, S, Vh)`` in float64 from the Gram matrix; None when it is ill-suited."""
-    wide = tensor.shape[0] < tensor.shape[1]
-    x = (tensor.mT if wide else tensor).detach().double()  # tall (m, n), m >= n
-    eig = _gram_eigh(x)
-    if eig is None or eig[0][r - 1] < GRAM_MIN_RATIO**2 * eig[0][0]:
-        return None
-    s = eig[0][:r].sqrt()
-    v = eig[1][:, :r].contiguous()
-    u = (x @ v).div_(s)
-    return (v, s, u.mT) if wide else (u, s, v.mT)
-
-
-def polar_factor(x: torch.Tensor) -> torch.Tensor:
-    """Orthogonal polar factor ``P Q^T`` of ``x = P Sigma Q^T`` (the nearest orthonormal matrix).
-
-    For a tall, well-conditioned ``x`` on the CPU: ``x (x^T x)^{-1/2}`` from a float64
-    eigendecomposition (the same matrix, faster than an SVD); otherwise from the SVD.
-    """
-    if x.device.type == "cpu" and x.shape[0] >= x.shape[1] > 0:
-        x64 = x.detach().double()
-        eig = _gram_eigh(x64)
-        if eig is not None and eig[0][-1] >= GRAM_MIN_RATIO**2 * eig[0][0]:
-            values, q = eig
-            return (x64 @ (q * values.rsqrt()) @ q.mT).to(x.dtype)
-    p, _, qh = torch.linalg.svd(x, full_matrices=False)
-    return p @ qh
-
-
 def whiten(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """``x (x^T x)^{-1/2}`` through ``eigh`` (TSVM_2), with ``1 / (sqrt(|l|) + eps)``."""
     eigenvalues, q = torch.linalg.eigh(x.mT @ x)
@@ -164,6 +96,7 @@ def tsv_merge_matrix(
     orthogonalize: str = "polar",
     sv_reduction: float | None = None,
     num_tasks: int | None = None,
+    route: SvdRoute | None = None,
 ) -> torch.Tensor:
     """TSV-M of one 2-D parameter across tasks.
 
@@ -173,6 +106,7 @@ def tsv_merge_matrix(
         orthogonalize: ``"polar"`` (TSVM) or ``"whiten"`` (TSVM_2).
         sv_reduction: Fraction of the rank kept per task; None: ``1 / T``.
         num_tasks: T, required when ``taus`` has no ``len``.
+        route: How each task's top-r factors are computed (default: exact).
     """
     if orthogonalize not in ORTHOGONALIZATIONS:
         raise ConfigError(
@@ -195,7 +129,7 @@ def tsv_merge_matrix(
             vh_cat = tau.new_empty((count * r, tau.shape[1]), dtype=work)
         if seen == count:
             raise ValueError(f"tsv_merge_matrix got more than num_tasks={count} matrices")
-        u, s, vh = top_factors(tau, r)
+        u, s, vh = top_factors(tau, r, route)
         columns = slice(seen * r, (seen + 1) * r)
         u_cat[:, columns], s_cat[columns], vh_cat[columns] = u, s, vh
         seen += 1
@@ -208,7 +142,10 @@ def tsv_merge_matrix(
 
 
 def tsv_merge(
-    vectors: Sequence[Vector], orthogonalize: str = "polar", sv_reduction: float | None = None
+    vectors: Sequence[Vector],
+    orthogonalize: str = "polar",
+    sv_reduction: float | None = None,
+    route: SvdRoute | None = None,
 ) -> dict[str, torch.Tensor]:
     """TSV-M over whole task vectors, one parameter at a time (other tensors: mean of tau_t),
     streaming over the tasks."""
@@ -217,7 +154,9 @@ def tsv_merge(
     for name in each_parameter(parameter_names(vectors)):
         taus = column(vectors, name)
         if is_svd_target(name, shape_of(vectors[0], name)):
-            merged[name] = tsv_merge_matrix(taus, orthogonalize, sv_reduction, num_tasks=count)
+            merged[name] = tsv_merge_matrix(
+                taus, orthogonalize, sv_reduction, num_tasks=count, route=route
+            )
         else:
             merged[name] = running_sum(taus) / count
     return merged
@@ -245,24 +184,37 @@ Compressed = dict[str, LowRank | torch.Tensor]
 
 
 def compress_tensor(
-    tensor: torch.Tensor, num_tasks: int, sv_reduction: float | None = None
+    tensor: torch.Tensor,
+    num_tasks: int,
+    sv_reduction: float | None = None,
+    route: SvdRoute | None = None,
 ) -> LowRank | torch.Tensor:
     """TSV-C of one tensor: a 2-D tensor as its top-r SVD factors, any other kept whole."""
     if tensor.ndim != 2:
         return tensor
-    return LowRank(*truncated_svd(tensor, task_rank(tensor.shape, num_tasks, sv_reduction)))
+    rank = task_rank(tensor.shape, num_tasks, sv_reduction)
+    return LowRank(*truncated_svd(tensor, rank, route))
 
 
-def tsv_compress(vector: Vector, num_tasks: int, sv_reduction: float | None = None) -> Compressed:
+def tsv_compress(
+    vector: Vector,
+    num_tasks: int,
+    sv_reduction: float | None = None,
+    route: SvdRoute | None = None,
+) -> Compressed:
     """TSV-C of one task vector: every 2-D tensor as its top-r SVD factors, others kept whole."""
-    return {name: compress_tensor(vector[name], num_tasks, sv_reduction) for name in vector}
+    return {name: compress_tensor(vector[name], num_tasks, sv_reduction, route) for name in vector}
 
 
 def compressed_tensor(
-    vector: Vector, num_tasks: int, sv_reduction: float | None, name: str
+    vector: Vector,
+    num_tasks: int,
+    sv_reduction: float | None,
+    name: str,
+    route: SvdRoute | None = None,
 ) -> torch.Tensor:
     """The rank-r reconstruction of one tensor of a task vector (computed now)."""
-    value = compress_tensor(vector[name], num_tasks, sv_reduction)
+    value = compress_tensor(vector[name], num_tasks, sv_reduction, route)
     return value.reconstruct() if isinstance(value, LowRank) else value
 
 
@@ -345,6 +297,7 @@ class TSVMerge(MergeMethod):
         sv_reduction: Fraction of each matrix's rank kept per task; None (default): 1/T.
         scaling_coef: Fixed alpha, or None to sweep ``grid`` (reference: 0.1..3.0).
         grid: Alphas tried on Val.
+        svd: ``"exact"`` (default) or ``"randomized"`` (:mod:`taskmerge.merging.svd_routes`).
     """
 
     def __init__(
@@ -353,8 +306,10 @@ class TSVMerge(MergeMethod):
         sv_reduction: float | None = None,
         scaling_coef: float | None = None,
         grid: Sequence[float] | None = None,
+        svd: str = "exact",
     ) -> None:
         super().__init__(scaling_coef=scaling_coef, grid=grid)
+        self.route = SvdRoute(check_svd_kind(svd))
         if orthogonalize not in ORTHOGONALIZATIONS:
             raise ConfigError(
                 f"method.orthogonalize must be one of {ORTHOGONALIZATIONS}, got {orthogonalize!r}"
@@ -363,29 +318,43 @@ class TSVMerge(MergeMethod):
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
         vectors = [tv.vector for tv in task_vectors.values()]
-        return TaskVector(tsv_merge(vectors, self.orthogonalize, self.sv_reduction))
+        return TaskVector(tsv_merge(vectors, self.orthogonalize, self.sv_reduction, self.route))
+
+    def details(self) -> dict[str, Any]:
+        """With ``svd=randomized``: which route each matrix took."""
+        return self.route.details()
 
 
 @register_method("TSVC", scaled=False)
 class TSVCompress(MergeMethod):
-    """TSV-Compress (arXiv:2412.00081): task t uses theta0 + its rank-r tau_t; no sweep."""
+    """TSV-Compress (arXiv:2412.00081): task t uses theta0 + its rank-r tau_t; no sweep.
+
+    Args:
+        sv_reduction: Fraction of each matrix's rank kept; None (default): 1/T.
+        svd: ``"exact"`` (default) or ``"randomized"`` (:mod:`taskmerge.merging.svd_routes`).
+    """
 
     per_task_result = True
 
-    def __init__(self, sv_reduction: float | None = None) -> None:
+    def __init__(self, sv_reduction: float | None = None, svd: str = "exact") -> None:
         super().__init__(scaling_coef=1.0)
         self.sv_reduction = sv_reduction
+        self.route = SvdRoute(check_svd_kind(svd))
         self.report: StorageReport | None = None
 
     def compress(self, task_vectors: Mapping[str, TaskVector]) -> dict[str, Compressed]:
         """Task name -> compressed task vector; sets :attr:`report`."""
         count = len(task_vectors)
         compressed = {
-            task: tsv_compress(tv.vector, count, self.sv_reduction)
+            task: tsv_compress(tv.vector, count, self.sv_reduction, self.route)
             for task, tv in task_vectors.items()
         }
         self.report = storage_report(list(compressed.values()))
         return compressed
+
+    def details(self) -> dict[str, Any]:
+        """With ``svd=randomized``: which route each matrix took."""
+        return self.route.details()
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> dict[str, TaskVector]:  # type: ignore[override]
         """Task name -> its reconstructed (rank-r) task vector."""
@@ -406,7 +375,8 @@ class TSVCompress(MergeMethod):
         self.report = storage_from_shapes(shapes, count, self.sv_reduction)
         per_task = {
             task: DerivedStateDict(
-                pretrained, partial(_reconstructed, tv.vector, count, self.sv_reduction)
+                pretrained,
+                partial(_reconstructed, tv.vector, count, self.sv_reduction, self.route),
             )
             for task, tv in task_vectors.items()
         }
@@ -414,6 +384,8 @@ class TSVCompress(MergeMethod):
 
 
 def _reconstructed(
-    vector: Vector, num_tasks: int, sv_reduction: float | None, name: str
+    vector: Vector, num_tasks: int, sv_reduction: float | None, route: SvdRoute, name: str
 ) -> torch.Tensor | None:
-    return compressed_tensor(vector, num_tasks, sv_reduction, name) if name in vector else None
+    if name not in vector:
+        return None
+    return compressed_tensor(vector, num_tasks, sv_reduction, name, route)
