@@ -60,6 +60,7 @@ CASES = [
     ("force-text", "main.py", ["force=yes", *QUICK], "force='yes': expected true or false"),
     ("workers-fraction", "main.py", ["num_workers=1.5", *QUICK], "num_workers=1.5"),
     ("decode-once-split", "main.py", ["decode_once=[trian]", *QUICK], "decode_once[0]='trian'"),
+    ("merge-device-name", "main.py", ["merge_device=gpu", *QUICK], "merge_device='gpu'"),
     ("patterns-not-a-list", "main.py", ["finetuning=pattern", "finetuning.patterns=bias", *QUICK],
      "finetuning.patterns='bias'"),
     ("quick-gelu-text", "main.py", ["model=ViT-B-32", "model.quick_gelu=maybe", "logger=none"],

@@ -41,11 +41,13 @@ from taskmerge.experiment.run import MergeOutcome, make_references, run_merge
 from taskmerge.io.atomic import write_json
 from taskmerge.io.tensors import save_state_dict
 from taskmerge.merging.base import MergeMethod
+from taskmerge.merging.device import on_merge_device, resolve_merge_device
 from taskmerge.metrics import Reference
 from taskmerge.reporting.plots import plot_coefficients, plot_run_sweep
 from taskmerge.reporting.tracking import Tracker
 from taskmerge.store.layout import CacheLayout
 from taskmerge.store.results import ResultStore, job_key
+from taskmerge.vectors.task_vector import TaskVector
 
 log = logging.getLogger("taskmerge")
 
@@ -80,7 +82,8 @@ def merge_job(cfg: DictConfig) -> float:
             if method.needs_data:
                 attach_data(method, workspace, tracker)
             outcome = run_merge(
-                method, workspace.pretrained, task_vectors, workspace.evaluator, references,
+                method, workspace.pretrained, merge_inputs(cfg, method, task_vectors),
+                workspace.evaluator, references,
                 on_point=lambda step, point: tracker.log(sweep_log(point), step=step),
             )  # fmt: skip
             results = results_json(outcome, job_info(workspace, config, key))
@@ -89,6 +92,16 @@ def merge_job(cfg: DictConfig) -> float:
     finally:
         tracker.finish()
     return summarize(results, directory)
+
+
+def merge_inputs(
+    cfg: DictConfig, method: MergeMethod, task_vectors: Mapping[str, TaskVector]
+) -> Mapping[str, TaskVector]:
+    """The task vectors read onto ``merge_device`` (data-using methods keep their own
+    ``method.device`` and read them on the CPU)."""
+    if method.needs_data:
+        return task_vectors
+    return on_merge_device(task_vectors, resolve_merge_device(str(cfg.merge_device)))
 
 
 def plan_line(cfg: DictConfig, method: MergeMethod, directory: Path) -> str:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from taskmerge import validation
 from taskmerge.errors import ConfigError
 from taskmerge.hardware import PRECISIONS, check_device
+from taskmerge.merging.device import resolve_merge_device
 from taskmerge.merging.options import check_options
 from taskmerge.models.forward import FORWARDS
 
@@ -69,6 +70,7 @@ ENTRY_KEYS: dict[str, dict[str, Any]] = {
         "finetune_missing": (bool, False),
         "force": (bool, False),
         "overwrite": (bool, False),
+        "merge_device": (str, "auto"),
     },
     "finetune": {"finetune_missing": (bool, True), "overwrite": (bool, False)},
     "eval_single_task": {
@@ -205,6 +207,11 @@ def _fact_problems(values: Mapping[str, Any], nodes: Mapping[str, Any]) -> list[
     if isinstance(values.get("device"), str):
         try:
             check_device(values["device"])
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if "merge_device" in values:
+        try:
+            resolve_merge_device(str(values["merge_device"]))
         except ConfigError as exc:
             problems.append(str(exc))
     for key, value in (("DATASETS", values.get("DATASETS")),

@@ -65,7 +65,13 @@ import torch
 from taskmerge.errors import ConfigError
 from taskmerge.merging.base import MergeMethod
 from taskmerge.merging.registry import register_method
-from taskmerge.merging.svd_routes import SvdRoute, check_svd_kind, polar_factor, top_factors
+from taskmerge.merging.svd_routes import (
+    SvdRoute,
+    check_svd_kind,
+    computes_in_float64,
+    polar_factor,
+    top_factors,
+)
 from taskmerge.merging.tensorwise import (
     column,
     each_parameter,
@@ -137,7 +143,7 @@ def subspace_sizes(
 def _work_dtype(tensor: torch.Tensor) -> torch.dtype:
     """float64 on the CPU (the Gram route computes in it anyway; a full-SVD fallback then runs
     in float64 too), the tensor's dtype elsewhere."""
-    return torch.float64 if tensor.device.type == "cpu" else tensor.dtype
+    return torch.float64 if computes_in_float64(tensor) else tensor.dtype
 
 
 def flat_spectrum(matrix: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,8 @@ Two routes, chosen by ``method.svd``:
   eigendecomposition of its smaller Gram matrix (``X^T X = V S^2 V^T``, ``U = X V / S``): more
   accurate than a float32 SVD and faster at ViT sizes. Where r is at most 1/12 of the Gram
   matrix's size (from 512 on), only the top r eigenpairs are computed (LAPACK's MRRR, ``dsyevr``
-  through scipy): about 25% faster at ViT-L-14's 1024 with 20 tasks. A full SVD remains for
+  through scipy, on the CPU): about 25% faster at ViT-L-14's 1024 with 20 tasks. The same
+  float64 route runs on a CUDA device (``merge_device=cuda``). A full SVD remains for
   (numerically) rank-deficient matrices, whose null directions the Gram matrix does not fix,
   and for other devices.
 * ``randomized``: a randomized range finder with power iterations (Halko, Martinsson and Tropp,
@@ -63,6 +64,13 @@ RANDOMIZED_BUDGET = 0.5
 #: Cost of a float64 eigendecomposition of an n x n matrix, in the multiply-adds of a float64
 #: matrix product taking as long (measured: about 7 n^3 at n = 768..1024 on a 2-core CPU).
 EIGH_COST = 7.0
+#: Devices where the Gram and randomized routes run in float64 (``merge_device=cuda`` included).
+FLOAT64_DEVICES = ("cpu", "cuda")
+
+
+def computes_in_float64(tensor: torch.Tensor) -> bool:
+    """Whether the factors of ``tensor`` are computed in float64 on its device."""
+    return tensor.device.type in FLOAT64_DEVICES
 
 
 def check_svd_kind(value: str) -> str:
@@ -100,7 +108,7 @@ class SvdRoute:
                 self.taken["randomized"] += 1
                 return factors
             self.taken["randomized, check failed: exact"] += 1
-        if tensor.device.type == "cpu" and 0 < r <= min(tensor.shape):
+        if computes_in_float64(tensor) and 0 < r <= min(tensor.shape):
             factors = top_factors_by_gram(tensor, r)
             if factors is not None:
                 self.taken["exact (Gram)"] += 1
@@ -148,7 +156,12 @@ def gram_eigh(x: torch.Tensor, top: int | None = None) -> tuple[torch.Tensor, to
     the ``top`` largest where that is cheaper); None when ``x`` is zero."""
     gram = x.mT @ x
     size = gram.shape[0]
-    if top is not None and size >= SUBSET_MIN and top * SUBSET_DIVISOR <= size:
+    if (
+        top is not None
+        and gram.device.type == "cpu"
+        and size >= SUBSET_MIN
+        and top * SUBSET_DIVISOR <= size
+    ):
         values, vectors = _top_eigenpairs(gram, top)
     else:
         values, vectors = torch.linalg.eigh(gram)
@@ -192,7 +205,7 @@ def _sketch_size(r: int) -> int:
 def _worth_sketching(tensor: torch.Tensor, r: int) -> bool:
     small = min(tensor.shape)
     return (
-        tensor.device.type == "cpu"
+        computes_in_float64(tensor)
         and small >= RANDOMIZED_MIN_SIZE
         and 0 < r
         and 2 * _sketch_size(r) <= small
@@ -223,7 +236,7 @@ def randomized_top_factors(
     budget = RANDOMIZED_BUDGET * (m * n * n + EIGH_COST * n**3)
     step = 2 * m * n * sketch + (2 * m + n) * sketch**2  # multiply-adds of one iteration
     generator = torch.Generator().manual_seed(seed)
-    omega = torch.randn(n, sketch, generator=generator, dtype=torch.float64)
+    omega = torch.randn(n, sketch, generator=generator, dtype=torch.float64).to(x.device)
     basis = torch.linalg.qr(x @ omega).Q
     spent = m * n * sketch
     while True:
@@ -249,7 +262,7 @@ def polar_factor(x: torch.Tensor) -> torch.Tensor:
     eigendecomposition, the small ``(x^T x)^{-1/2}`` formed first (the same matrix, faster than
     an SVD); otherwise from the SVD.
     """
-    if x.device.type == "cpu" and x.shape[0] >= x.shape[1] > 0:
+    if computes_in_float64(x) and x.shape[0] >= x.shape[1] > 0:
         x64 = x.detach().double()
         eig = gram_eigh(x64)
         if eig is not None and eig[0][-1] >= GRAM_MIN_RATIO**2 * eig[0][0]:

@@ -50,6 +50,7 @@ from taskmerge.merging.registry import register_method
 from taskmerge.merging.svd_routes import (
     SvdRoute,
     check_svd_kind,
+    computes_in_float64,
     polar_factor,
     top_factors,
     truncated_svd,
@@ -123,7 +124,7 @@ def tsv_merge_matrix(
             # the concatenated factors, allocated once before any decomposition; float64 on the
             # CPU, where the factors come from float64 Gram matrices (a few MB per matrix)
             dtype = tau.dtype
-            work = torch.float64 if tau.device.type == "cpu" else dtype
+            work = torch.float64 if computes_in_float64(tau) else dtype
             u_cat = tau.new_empty((tau.shape[0], count * r), dtype=work)
             s_cat = tau.new_empty(count * r, dtype=work)
             vh_cat = tau.new_empty((count * r, tau.shape[1]), dtype=work)

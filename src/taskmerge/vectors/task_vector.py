@@ -33,10 +33,11 @@ def apply_delta(
     base: torch.Tensor, delta: torch.Tensor | None, scaling_coef: float = 1.0
 ) -> torch.Tensor:
     """``base + scaling_coef * delta`` in float32, cast back to ``base``'s dtype (a copy of
-    ``base`` when ``delta`` is None): how a task vector is applied to one tensor."""
+    ``base`` when ``delta`` is None): how a task vector is applied to one tensor. A ``delta``
+    on another device (``merge_device=cuda``) is brought to ``base``'s first."""
     if delta is None:
         return base.clone()
-    return (base.float() + scaling_coef * delta).to(base.dtype)
+    return (base.float() + scaling_coef * delta.to(base.device)).to(base.dtype)
 
 
 def check_same_mode(task_vectors: Mapping[str, TaskVector]) -> str | None:
