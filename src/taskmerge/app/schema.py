@@ -69,6 +69,7 @@ ENTRY_KEYS: dict[str, dict[str, Any]] = {
         "finetune_missing": (bool, False),
         "force": (bool, False),
         "overwrite": (bool, False),
+        "sweep": (Literal["grid", "adaptive"], "grid"),
     },
     "finetune": {"finetune_missing": (bool, True), "overwrite": (bool, False)},
     "eval_single_task": {
