@@ -225,10 +225,9 @@ def render(document: dict[str, Any]) -> str:
     lines = [
         "# Benchmark figures",
         "",
-        "Written by `python benchmarks/run_all.py"
-        + (" --quick" if document["quick"] else "")
-        + "`; do not edit by hand (rerun it). Each section names the command that printed it,"
-        " and whether it ran at its full or its small (`--quick`) sizes.",
+        "Written by `python benchmarks/run_all.py` (`--quick`: small sizes; `--only NAME`: some"
+        " scripts rerun, the others kept); do not edit by hand. Each section names the command"
+        " that printed it, its date, and whether it ran at its full or its small sizes.",
         "",
         f"- date: {env['date']}",
         f"- machine: {env['cpu']}, {env['cpu_count']} usable cores, GPU: {env['gpu'] or 'none'}",

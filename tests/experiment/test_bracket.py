@@ -87,24 +87,49 @@ def test_a_hidden_spike_in_a_plateau_is_found() -> None:
 
 
 def test_a_bimodal_curve_falls_back_to_the_grid_choice() -> None:
-    curve = [0.9, 0.5, 0.1, 0.5, 0.6, 0.95, 0.7, 0.3, 0.2, 0.1]  # two peaks, a deep valley
+    curve = [0.3, 0.5, 0.7, 0.6, 0.5, 0.4, 0.5, 0.8, 0.6, 0.2]  # two peaks, a valley between
     found = _search(curve)
     assert found.fallback and found.full_grid and len(found.scores) == len(curve)
-    assert found.chosen == best_index(curve) == 5
+    assert found.chosen == best_index(curve) == 7
     assert "not unimodal" in found.note
 
 
-def test_an_inadmissible_point_falls_back_to_the_grid_choice() -> None:
+def test_inadmissible_points_count_below_every_score() -> None:
+    # negation past its control threshold: an inadmissible tail, as the grid rule sees it
     curve: list[float | None] = [0.1, 0.3, 0.5, 0.7, 0.8, 0.6, None, None, None, None]
     found = _search(curve)
-    assert found.fallback and len(found.scores) == len(curve)
     assert found.chosen == best_index(curve) == 4
-    assert "inadmissible" in found.note
+    assert not found.fallback and len(found.scores) < len(curve)
+    rising: list[float | None] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, None, None, None, None]
+    found = _search(rising)
+    assert found.chosen == best_index(rising) == 6 and {5, 7} <= set(found.scores)
+
+
+@pytest.mark.parametrize("size", [4, 5, 6, 7])
+def test_every_unimodal_curve_with_inadmissible_points_gets_the_grid_choice(size: int) -> None:
+    levels = [None, 0, 1, 2]
+
+    def low(x: int | None) -> float:
+        return -math.inf if x is None else x
+
+    for values in itertools.product(levels, repeat=size):
+        curve = list(values)
+        ranked = [low(x) for x in curve]
+        peak = ranked.index(max(ranked))
+        unimodal = all(a <= b for a, b in itertools.pairwise(ranked[: peak + 1])) and all(
+            a >= b for a, b in itertools.pairwise(ranked[peak:])
+        )
+        if unimodal:
+            assert _search(curve).chosen == best_index(curve), curve
+
+
+def test_an_inadmissible_point_between_admissible_ones_is_a_dip() -> None:
+    assert find_dip({0: 0.5, 2: -math.inf, 4: 0.7}) == 2
 
 
 def test_no_admissible_point_chooses_none() -> None:
     found = _search([None] * 6)
-    assert found.chosen is None and found.fallback
+    assert found.chosen is None and found.fallback and len(found.scores) == 6
 
 
 @pytest.mark.parametrize("size", [1, 2, 3])

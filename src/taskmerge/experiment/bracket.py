@@ -13,10 +13,13 @@ any unimodal curve (non-decreasing up to its maximum, non-increasing after it) t
 
 Then no unimodal curve through the evaluated points has a higher point, or an equal one before
 ``c``, anywhere in the grid (each gap lies on one slope, between two values at most the best).
-A curve that is not unimodal shows it by a dip (a point lower than one before it and one after
-it): the search then evaluates the rest of the grid and chooses as the grid does, as it does on
-an inadmissible point (no score). What it cannot see is a bump between evaluated points of a
-curve that is not unimodal: that is what ``sweep=grid`` is for.
+An inadmissible point (no score) counts as lower than every score, as for the grid rule, which
+never chooses one: inadmissible tails (negation past its control threshold) are a curve's low
+ends. A curve that is not unimodal shows it by a dip (a point lower than one before it and one
+after it, an inadmissible point between admissible ones included): the search then evaluates
+the rest of the grid and chooses as the grid does, as it does when no point it evaluated is
+admissible. What it cannot see is a bump between evaluated points of a curve that is not
+unimodal: that is what ``sweep=grid`` is for.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from taskmerge.experiment.selection import best_index
 Score = Callable[[int], float | None]
 #: The golden-section fraction: a step into the larger gap this far from the best point.
 GOLDEN = (3 - math.sqrt(5)) / 2
+#: What an inadmissible point (no score) counts as: below every score.
+LOWEST = -math.inf
 
 
 @dataclass
@@ -43,8 +48,8 @@ class Search:
             None when no point is admissible.
         full_grid: Every point was evaluated (a fallback, a grid too short to search, or a
             curve that needed every point for its certificate).
-        fallback: The evaluated scores were not unimodal or one was None: the rest of the grid
-            was evaluated and the grid rule chose.
+        fallback: The evaluated scores were not unimodal, or none was admissible: the rest of
+            the grid was evaluated and the grid rule chose.
         note: Why it stopped where it did (one line).
     """
 
@@ -58,7 +63,7 @@ class Search:
 def search_first_max(size: int, score: Score) -> Search:
     """The grid rule's choice over ``size`` points, from as few calls of ``score`` as the
     certificate (module docstring) allows; falls back to every point when the evaluated scores
-    are not unimodal or one is None."""
+    are not unimodal or none is admissible."""
     scores: dict[int, float | None] = {}
 
     def full_grid(note: str, fallback: bool = True) -> Search:
@@ -72,10 +77,10 @@ def search_first_max(size: int, score: Score) -> Search:
     for index in first_probes(size):
         scores[index] = score(index)
     while True:
-        inadmissible = [i for i, s in scores.items() if s is None]
-        if inadmissible:
-            return full_grid(f"grid index {inadmissible[0]} is inadmissible: the full grid")
-        known: dict[int, float] = {i: s for i, s in scores.items() if s is not None}
+        if all(s is None for s in scores.values()):
+            return full_grid("no point evaluated so far is admissible: the full grid")
+        # an inadmissible point (no score) is below every admissible one, as the grid rule has it
+        known = {i: LOWEST if s is None else s for i, s in scores.items()}
         best = _first_max(known)
         dip = find_dip(known)
         if dip is not None:
@@ -94,9 +99,10 @@ def search_first_max(size: int, score: Score) -> Search:
 
 
 def first_probes(size: int) -> list[int]:
-    """The first points evaluated: both ends and the middle (an end's maximum is then
-    certified by one more point, its neighbour)."""
-    return sorted({0, (size - 1) // 2, size - 1})
+    """The first point evaluated: the middle (then golden-section steps towards the better side
+    until three points give a parabola). Probing the ends too costs two evaluations that most
+    curves do not need, and an end that is inadmissible adds nothing."""
+    return [(size - 1) // 2]
 
 
 def find_dip(scores: dict[int, float]) -> int | None:
@@ -173,6 +179,8 @@ def _parabola_vertex(scores: dict[int, float], best: int) -> float | None:
     else:
         return None
     (x0, x1, x2), (y0, y1, y2) = xs, (scores[x] for x in xs)
+    if not all(math.isfinite(y) for y in (y0, y1, y2)):  # an inadmissible point: no parabola
+        return None
     # second divided difference: the parabola's leading coefficient
     curvature = ((y2 - y1) / (x2 - x1) - (y1 - y0) / (x1 - x0)) / (x2 - x0)
     if curvature >= 0:
