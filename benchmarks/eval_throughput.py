@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _report import add_json_flag, write_figures  # benchmarks/_report.py
 from machine import machine_line  # benchmarks/machine.py
 from PIL import Image
 from torch.utils.data import Dataset
@@ -98,6 +99,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
+    add_json_flag(parser)
     args = parser.parse_args()
     print(machine_line(), flush=True)  # the date and machine of these figures
     work = Path(tempfile.mkdtemp(prefix="taskmerge-eval-"))
@@ -169,6 +171,13 @@ def main() -> None:
     for label, value in timings.items():
         print(f"| evaluation loop, {label} | {value:.1f} | {100 * value / pure:.0f}% |")
     print(f"| fine-tuning step, fp32 (forward + backward + AdamW) | {train_rate:.1f} | - |")
+    images_per_second = {"pure forward": pure, **timings, "fine-tuning step (fp32)": train_rate}
+    write_figures(args.json, {
+        "model": args.model, "device": args.device, "precision": args.precision, "images": n,
+        "batch": args.batch, "loader_workers": workers, "threads": threads,
+        "images_per_second": {k: round(v, 2) for k, v in images_per_second.items()},
+        "share_of_pure_forward": {k: round(v / pure, 3) for k, v in timings.items()},
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import add_json_flag, write_figures  # noqa: E402
 from eval_throughput import Folder, Loader, build, fabricate  # noqa: E402
 from machine import machine_line  # noqa: E402
 
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)
+    add_json_flag(parser)
     args = parser.parse_args()
     print(machine_line(), flush=True)
     logging.getLogger().setLevel(logging.ERROR)
@@ -104,6 +106,11 @@ def main() -> None:
               "files": "files decoded every epoch (default)"}  # fmt: skip
     for key, label in labels.items():
         print(f"| {label} | {best[key]:.2f} | {100 * best[key] / pure:.0f}% |")
+    write_figures(args.json, {
+        "model": args.model, "batch": args.batch, "steps": args.steps, "rounds": args.rounds,
+        "images_per_second": {labels[k]: round(v, 2) for k, v in best.items()},
+        "share_of_pure_step": {labels[k]: round(v / pure, 3) for k, v in best.items()},
+    })  # fmt: skip
 
 
 def _train_preprocess(model: str):  # noqa: ANN202

@@ -58,6 +58,8 @@ CASES = [
     ("num-tasks-fraction", "main.py", ["num_tasks=2.5", "logger=none"], "num_tasks=2.5"),
     ("seed-text", "finetune.py", ["seed=abc", PAIR], "seed='abc'"),
     ("force-text", "main.py", ["force=yes", *QUICK], "force='yes': expected true or false"),
+    ("sweep-unknown", "main.py", ["sweep=fast", *QUICK],
+     "sweep='fast': expected one of 'grid', 'adaptive'"),
     ("workers-fraction", "main.py", ["num_workers=1.5", *QUICK], "num_workers=1.5"),
     ("decode-once-split", "main.py", ["decode_once=[trian]", *QUICK], "decode_once[0]='trian'"),
     ("merge-device-name", "main.py", ["merge_device=gpu", *QUICK], "merge_device='gpu'"),

@@ -85,6 +85,7 @@ def merge_job(cfg: DictConfig) -> float:
                 method, workspace.pretrained, merge_inputs(cfg, method, task_vectors),
                 workspace.evaluator, references,
                 on_point=lambda step, point: tracker.log(sweep_log(point), step=step),
+                sweep_kind=cfg.get("sweep", "grid"),
             )  # fmt: skip
             results = results_json(outcome, job_info(workspace, config, key))
             publish(results, outcome, directory, tracker)
@@ -107,8 +108,9 @@ def merge_inputs(
 def plan_line(cfg: DictConfig, method: MergeMethod, directory: Path) -> str:
     """The first line of a run: what it will do, before it does any of it."""
     points = method.grid_size()
+    adaptive = "an adaptive Val sweep over" if cfg.get("sweep") == "adaptive" else "a Val sweep of"
     sweep = (
-        f"a Val sweep of {points} grid points, then Test once"
+        f"{adaptive} {points} grid points, then Test once"
         if points > 1
         else "no sweep (one candidate): Val, then Test"
     )

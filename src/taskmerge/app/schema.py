@@ -71,6 +71,7 @@ ENTRY_KEYS: dict[str, dict[str, Any]] = {
         "force": (bool, False),
         "overwrite": (bool, False),
         "merge_device": (str, "auto"),
+        "sweep": (Literal["grid", "adaptive"], "grid"),
     },
     "finetune": {"finetune_missing": (bool, True), "overwrite": (bool, False)},
     "eval_single_task": {

@@ -24,7 +24,8 @@ RESULTS_FILE = "results.json"
 def results_json(outcome: MergeOutcome, info: Mapping[str, Any]) -> dict[str, Any]:
     """The complete results of one job: the chosen hyperparameters, the per-task Test and Val
     tables, the Val curve, the fine-tuned (and zero-shot) references, the method's details,
-    the grid-edge finding, versions and ``info`` (model, mode, config...)."""
+    the grid-edge finding, what the sweep evaluated, versions and ``info`` (model, mode,
+    config...)."""
     method, refs = outcome.method, outcome.references
     tasks = list(refs["val"].tasks)
     results: dict[str, Any] = {
@@ -43,6 +44,7 @@ def results_json(outcome: MergeOutcome, info: Mapping[str, Any]) -> dict[str, An
         "seconds": outcome.seconds,
         "complete": True,
         "grid_edge": outcome.grid_edge,
+        "evaluations": outcome.evaluations.record() if outcome.evaluations else None,
     }
     details: dict[str, Any] = dict(method.details())
     for split, point in (("val", outcome.val), ("test", outcome.test)):

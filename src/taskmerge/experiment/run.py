@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from taskmerge.errors import ConfigError
 from taskmerge.evaluate.evaluator import Evaluator
+from taskmerge.experiment.adaptive import (
+    AdaptiveSweep,
+    Evaluations,
+    SweepKind,
+    adaptive_obstacle,
+    adaptive_sweep,
+)
 from taskmerge.experiment.consensus_masks import resolve_chosen_lambdas
 from taskmerge.experiment.grid_edges import grid_edge
 from taskmerge.experiment.points import Point
@@ -33,8 +40,9 @@ Accuracies = Mapping[str, Mapping[str, float]]
 
 @dataclass
 class MergeOutcome:
-    """What one merge experiment found: the chosen candidate, its Val and Test points, the whole
-    Val curve, the references and whether the choice sits on a grid edge."""
+    """What one merge experiment found: the chosen candidate, its Val and Test points, the Val
+    curve (every evaluated point, in grid order), the references, whether the choice sits on a
+    grid edge and what the sweep cost."""
 
     method: MergeMethod
     chosen: Candidate
@@ -44,6 +52,7 @@ class MergeOutcome:
     references: dict[str, Reference]
     grid_edge: dict[str, Any] | None
     seconds: float
+    evaluations: Evaluations | None = field(default=None)
 
 
 def make_references(
@@ -77,6 +86,7 @@ def run_merge(
     evaluator: Evaluator,
     references: Mapping[str, Reference],
     on_point: OnPoint | None = None,
+    sweep_kind: SweepKind = "grid",
 ) -> MergeOutcome:
     """Merge, sweep the method's hyperparameters on Val, evaluate the chosen one on Test.
 
@@ -88,6 +98,9 @@ def run_merge(
         references: Split -> the fine-tuned (and, when the method needs them, zero-shot)
             accuracies measured by this project (:func:`make_references`).
         on_point: Called with every Val point as the sweep goes (e.g. to log it).
+        sweep_kind: ``grid`` (every grid point, the default) or ``adaptive``
+            (:mod:`taskmerge.experiment.adaptive`: the grid's choice on a unimodal Val curve
+            from fewer points).
     """
     start = time.time()
     tasks = evaluator.task_names
@@ -98,23 +111,55 @@ def run_merge(
     # select on Val: the method's score (default: the mean normalized accuracy), ties to the
     # first grid point; only the chosen weights are kept
     selection = Selection(references["val"].finetuned, per_task=method.select_per_task)
-    for candidate, point in sweep(
-        method, pretrained, task_vectors, evaluator, references["val"], on_point
-    ):
+    searched, obstacle = None, None
+    if sweep_kind == "adaptive":
+        obstacle = adaptive_obstacle(method, evaluator)
+        if obstacle is None:
+            searched, obstacle = _search(
+                method, pretrained, task_vectors, evaluator, references["val"], on_point
+            )
+        if obstacle is not None:
+            log.info("%s: sweep=adaptive runs the full grid: %s", method.name, obstacle)
+    pairs: Iterable[tuple[Candidate, Point]] = (
+        searched.pairs
+        if searched is not None
+        else sweep(method, pretrained, task_vectors, evaluator, references["val"], on_point)
+    )
+    for candidate, point in pairs:
         selection.offer(candidate, point)
     chosen, val = selection.result(method.name)
     method.chosen(chosen.hyperparameters, tasks)
     curve = selection.curve
     test = evaluate_on_test(method, chosen, evaluator, references["test"])
-    edge = grid_edge(
-        [p.hyperparameters for p in curve], chosen.hyperparameters, method.natural_bounds()
-    )
+    grid = searched.grid if searched is not None else [p.hyperparameters for p in curve]
+    edge = grid_edge(grid, chosen.hyperparameters, method.natural_bounds())
     if edge:
         log.warning(
             "%s: the chosen %s=%g is the %s edge of the swept grid, the optimum may lie beyond "
             "it: rerun with %s",
             method.name, edge["key"], edge["value"], edge["edge"], edge["override"],
         )  # fmt: skip
-    return MergeOutcome(
-        method, chosen, val, test, curve, dict(references), edge, time.time() - start
+    evaluations = (
+        searched.evaluations
+        if searched is not None
+        else Evaluations(sweep_kind, len(curve), len(curve), True, obstacle)
     )
+    return MergeOutcome(
+        method, chosen, val, test, curve, dict(references), edge, time.time() - start, evaluations
+    )
+
+
+def _search(
+    method: MergeMethod,
+    pretrained: StateDict,
+    task_vectors: Mapping[str, TaskVector],
+    evaluator: Evaluator,
+    reference: Reference,
+    on_point: OnPoint | None,
+) -> tuple[AdaptiveSweep | None, str | None]:
+    """The adaptive sweep, or (None, why not) when the method's candidates are not one grid."""
+    log.info("%s: merging %d task vectors", method.name, len(task_vectors))
+    source = method.grid_source(pretrained, task_vectors)
+    if source is None:
+        return None, "the method's candidates are not one grid of a single merge"
+    return adaptive_sweep(method, source, evaluator, reference, on_point), None

@@ -8,7 +8,7 @@ Besides ``merge`` / ``candidates``, a method has three hooks the experiment call
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,26 @@ class AffineFamily:
             return sum(terms[1:], terms[0]) if terms else None
 
         return Candidate(dict(hyperparameters), DerivedStateDict(pretrained, delta))
+
+
+@dataclass
+class GridSource:
+    """A method's grid built one point on request, from a merge done once: every point's
+    hyperparameters (in grid order) and a function giving the weights of point ``index``.
+
+    :meth:`MergeMethod.candidates` is this grid in order; the adaptive sweep
+    (:mod:`taskmerge.experiment.adaptive`) asks for the points it evaluates only.
+    """
+
+    points: list[dict[str, Any]]
+    weights: Callable[[int], StateDict]
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def candidate(self, index: int) -> Candidate:
+        """The candidate of grid point ``index``."""
+        return Candidate(dict(self.points[index]), self.weights(index))
 
 
 def check_percentage(name: str, value: float) -> float:
@@ -188,21 +208,47 @@ class MergeMethod:
         optimum may lie beyond it. Default: a coefficient is at least 0."""
         return {"scaling_coef": (0.0, None)}
 
+    def _default_grid(self) -> bool:
+        """Its candidates are theta0 + coefficient * merge(task vectors), one per coefficient
+        (it overrides neither :meth:`candidates` nor :meth:`grid_source`)."""
+        cls = type(self)
+        return (
+            cls.candidates is MergeMethod.candidates and cls.grid_source is MergeMethod.grid_source
+        )
+
     def affine_family(
         self, pretrained: Mapping[str, Any], task_vectors: Mapping[str, TaskVector]
     ) -> AffineFamily | None:
         """The candidates as theta0 + coefficient * merged vector, or None when this method's
         candidates are not of that form (it overrides :meth:`candidates`)."""
-        if type(self).candidates is not MergeMethod.candidates:
+        if not self._default_grid():
             return None
         merged = dict(self.merge(task_vectors).vector)
         points = [({"scaling_coef": coef}, (coef,)) for coef in self.coefficients()]
         return AffineFamily([merged], points)
 
+    def grid_source(
+        self, pretrained: Mapping[str, Any], task_vectors: Mapping[str, TaskVector]
+    ) -> GridSource | None:
+        """The grid, any point built on request after one merge (theta0 + coefficient * merged
+        vector by default); None when the candidates are not one grid over a single swept
+        hyperparameter (the method overrides :meth:`candidates`: a model per task, no sweep)."""
+        if type(self).candidates is not MergeMethod.candidates:
+            return None
+        merged = self.merge(task_vectors)
+        coefs = self.coefficients()
+        return GridSource(
+            [{"scaling_coef": coef} for coef in coefs],
+            lambda index: merged.apply_to_state_dict(pretrained, coefs[index]),
+        )
+
     def candidates(
         self, pretrained: Mapping[str, Any], task_vectors: Mapping[str, TaskVector]
     ) -> Iterator[Candidate]:
-        """Yield one candidate per coefficient, built lazily (one in memory at a time)."""
-        merged = self.merge(task_vectors)
-        for coef in self.coefficients():
-            yield Candidate({"scaling_coef": coef}, merged.apply_to_state_dict(pretrained, coef))
+        """Yield the candidates of :meth:`grid_source` in grid order, built lazily (one in
+        memory at a time)."""
+        source = self.grid_source(pretrained, task_vectors)
+        if source is None:  # pragma: no cover - None only where candidates is overridden
+            raise NotImplementedError(f"method {self.name} has no grid")
+        for index in range(len(source)):
+            yield source.candidate(index)

@@ -35,13 +35,14 @@ linearized evaluator scores the whole grid in one pass.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import torch
 
 from taskmerge.errors import ConfigError
-from taskmerge.merging.base import AffineFamily, Candidate, MergeMethod
+from taskmerge.merging.base import AffineFamily, GridSource, MergeMethod
 from taskmerge.merging.registry import register_method
 from taskmerge.merging.svd_routes import SvdRoute, check_svd_kind, top_factors
 from taskmerge.merging.tensorwise import (
@@ -179,10 +180,14 @@ class CART(MergeMethod):
         points = [({"scaling_coef": c}, (1.0, c)) for c in self.coefficients()]
         return AffineFamily([means, ranked], points)
 
-    def candidates(
+    def grid_source(
         self, pretrained: Mapping[str, Any], task_vectors: Mapping[str, TaskVector]
-    ) -> Iterator[Candidate]:  # noqa: D102
+    ) -> GridSource:
+        """theta0 + mean + lambda * low-rank sum, any lambda of the grid on request."""
         means, ranked = self.parts(task_vectors)
-        for coef in self.coefficients():
-            state = DerivedStateDict(pretrained, lambda n, c=coef: _delta(means, ranked, c, n))
-            yield Candidate({"scaling_coef": coef}, state)
+        coefs = self.coefficients()
+
+        def weights(index: int) -> DerivedStateDict:
+            return DerivedStateDict(pretrained, partial(_delta, means, ranked, coefs[index]))
+
+        return GridSource([{"scaling_coef": coef} for coef in coefs], weights)

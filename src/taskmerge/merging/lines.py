@@ -26,7 +26,7 @@ where ``apply_lines`` is ignored whenever evaluation masks are used, the per-tas
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from taskmerge.errors import ConfigError
-from taskmerge.merging.base import AffineFamily, Candidate, Derived, Hyper, MergeMethod
+from taskmerge.io.tensors import StateDict
+from taskmerge.merging.base import AffineFamily, Derived, GridSource, Hyper, MergeMethod
 from taskmerge.merging.registry import lines_methods, method_specs
 from taskmerge.merging.target_control import (
     target_and_controls,
@@ -248,16 +249,22 @@ class LiNeS(MergeMethod):
         points = [({"alpha": alpha, "beta": beta}, (alpha, beta)) for alpha, beta in pairs]
         return AffineFamily([merged, ramp], points)
 
-    def candidates(
+    def grid_source(
         self, pretrained: Mapping[str, Any], task_vectors: Mapping[str, TaskVector]
-    ) -> Iterator[Candidate]:  # noqa: D102
-        if self.block_index is None or self.num_blocks is None:
+    ) -> GridSource:
+        """The ``(alpha, beta)`` pairs, each point's layer-scaled weights built on request."""
+        block_index, num_blocks = self.block_index, self.num_blocks
+        if block_index is None or num_blocks is None:
             raise ValueError("LiNeS needs block_index and num_blocks: call bind(encoder, tasks)")
         merged = TaskVector(dict(self.merge(task_vectors).vector))  # read a lazy vector once
-        for alpha, beta in self.pairs(task_vectors, merged):
-            scaled = lines_scale(merged.vector, self.block_index, self.num_blocks, alpha, beta)
-            state = TaskVector(scaled).apply_to_state_dict(pretrained, 1.0)
-            yield Candidate({"alpha": alpha, "beta": beta}, state)
+        pairs = self.pairs(task_vectors, merged)
+
+        def weights(index: int) -> StateDict:
+            alpha, beta = pairs[index]
+            scaled = lines_scale(merged.vector, block_index, num_blocks, alpha, beta)
+            return TaskVector(scaled).apply_to_state_dict(pretrained, 1.0)
+
+        return GridSource([{"alpha": alpha, "beta": beta} for alpha, beta in pairs], weights)
 
     def derived_metrics(self, metrics: SplitMetrics, reference: Reference) -> dict[str, float]:
         """Editing: target vs control metrics and the trade-off; else the method's own."""

@@ -1,0 +1,189 @@
+"""The first maximum of a score over grid indices from a few evaluations: a bracket search
+(parabolic steps through the best point and its evaluated neighbours, golden-section steps where
+no parabola fits), then a certificate that the choice is the full grid's, else the full grid.
+
+The grid's rule is :func:`taskmerge.experiment.selection.best_index`: the highest score, ties to
+the first grid point. The search stops when the evaluated points prove that rule's answer for
+any unimodal curve (non-decreasing up to its maximum, non-increasing after it) through them:
+
+* the best evaluated point ``c`` (the first of the highest) has both grid neighbours evaluated;
+* every evaluated point tied with ``c`` is joined to it by evaluated points, and the point after
+  the last of them is evaluated (a plateau at the top may hide a higher point inside it);
+* the evaluated scores, in grid order, rise (not strictly) up to ``c`` and fall after it.
+
+Then no unimodal curve through the evaluated points has a higher point, or an equal one before
+``c``, anywhere in the grid (each gap lies on one slope, between two values at most the best).
+An inadmissible point (no score) counts as lower than every score, as for the grid rule, which
+never chooses one: inadmissible tails (negation past its control threshold) are a curve's low
+ends. A curve that is not unimodal shows it by a dip (a point lower than one before it and one
+after it, an inadmissible point between admissible ones included): the search then evaluates
+the rest of the grid and chooses as the grid does, as it does when no point it evaluated is
+admissible. What it cannot see is a bump between evaluated points of a curve that is not
+unimodal: that is what ``sweep=grid`` is for.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from taskmerge.experiment.selection import best_index
+
+#: Grid index -> the selection score of that point (None: inadmissible).
+Score = Callable[[int], float | None]
+#: The golden-section fraction: a step into the larger gap this far from the best point.
+GOLDEN = (3 - math.sqrt(5)) / 2
+#: What an inadmissible point (no score) counts as: below every score.
+LOWEST = -math.inf
+
+
+@dataclass
+class Search:
+    """What a search evaluated and chose.
+
+    Attributes:
+        scores: Every evaluated grid index -> its score, in evaluation order.
+        chosen: The chosen index (the grid rule's over the whole grid when ``full_grid``);
+            None when no point is admissible.
+        full_grid: Every point was evaluated (a fallback, a grid too short to search, or a
+            curve that needed every point for its certificate).
+        fallback: The evaluated scores were not unimodal, or none was admissible: the rest of
+            the grid was evaluated and the grid rule chose.
+        note: Why it stopped where it did (one line).
+    """
+
+    scores: dict[int, float | None]
+    chosen: int | None
+    full_grid: bool
+    fallback: bool
+    note: str
+
+
+def search_first_max(size: int, score: Score) -> Search:
+    """The grid rule's choice over ``size`` points, from as few calls of ``score`` as the
+    certificate (module docstring) allows; falls back to every point when the evaluated scores
+    are not unimodal or none is admissible."""
+    scores: dict[int, float | None] = {}
+
+    def full_grid(note: str, fallback: bool = True) -> Search:
+        for index in range(size):
+            if index not in scores:
+                scores[index] = score(index)
+        return Search(scores, best_index([scores[i] for i in range(size)]), True, fallback, note)
+
+    if size <= 3:
+        return full_grid(f"a grid of {size} points is evaluated whole", fallback=False)
+    for index in first_probes(size):
+        scores[index] = score(index)
+    while True:
+        if all(s is None for s in scores.values()):
+            return full_grid("no point evaluated so far is admissible: the full grid")
+        # an inadmissible point (no score) is below every admissible one, as the grid rule has it
+        known = {i: LOWEST if s is None else s for i, s in scores.items()}
+        best = _first_max(known)
+        dip = find_dip(known)
+        if dip is not None:
+            return full_grid(
+                f"the Val curve is not unimodal (grid index {dip} is below points on both "
+                "sides): the full grid"
+            )
+        step = next_probe(known, best, size)
+        if step is None:
+            return Search(
+                scores, best, len(scores) == size, False,
+                f"grid index {best} is the best of {len(scores)} of {size} points evaluated, "
+                "its neighbours lower and the curve unimodal through them",
+            )  # fmt: skip
+        scores[step] = score(step)
+
+
+def first_probes(size: int) -> list[int]:
+    """The first point evaluated: the middle (then golden-section steps towards the better side
+    until three points give a parabola). Probing the ends too costs two evaluations that most
+    curves do not need, and an end that is inadmissible adds nothing."""
+    return [(size - 1) // 2]
+
+
+def find_dip(scores: dict[int, float]) -> int | None:
+    """An evaluated index whose score is below that of an evaluated point on each side (no
+    unimodal curve goes through them), else None."""
+    order = sorted(scores)
+    for position, index in enumerate(order[1:-1], start=1):
+        before = max(scores[i] for i in order[:position])
+        after = max(scores[i] for i in order[position + 1 :])
+        if scores[index] < before and scores[index] < after:
+            return index
+    return None
+
+
+def next_probe(scores: dict[int, float], best: int, size: int) -> int | None:
+    """The next grid index to evaluate around the best one, or None when the certificate
+    (module docstring) holds."""
+    top = scores[best]
+    tied = [i for i in scores if i > best and scores[i] == top]
+    if tied:  # a plateau at the top: evaluate it, and the point after it, whole
+        missing = [i for i in range(best + 1, min(max(tied) + 2, size)) if i not in scores]
+        if missing:
+            return _widest_gap_middle(scores, missing)
+    needed = [i for i in (best - 1, best + 1) if 0 <= i < size and i not in scores]
+    if not needed:
+        return None
+    low = max((i for i in scores if i < best), default=-1)  # -1, size: nothing evaluated there
+    high = min((i for i in scores if i > best), default=size)
+    vertex = _parabola_vertex(scores, best)
+    if vertex is not None:
+        target = min(max(round(vertex), low + 1), high - 1)
+        if target == best:
+            target = best + 1 if vertex > best else best - 1
+        if 0 <= target < size and target not in scores:
+            return target
+        return needed[0]
+    # golden-section step into the larger unevaluated side
+    if best - low >= high - best:
+        return best - max(1, round(GOLDEN * (best - low)))
+    return best + max(1, round(GOLDEN * (high - best)))
+
+
+def _first_max(scores: dict[int, float]) -> int:
+    order = sorted(scores)
+    found = best_index([scores[i] for i in order])
+    assert found is not None
+    return order[found]
+
+
+def _widest_gap_middle(scores: dict[int, float], missing: list[int]) -> int:
+    """The middle of the longest run of consecutive missing indices."""
+    runs: list[list[int]] = []
+    for index in missing:
+        if runs and runs[-1][-1] == index - 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    run = max(runs, key=len)
+    return run[len(run) // 2]
+
+
+def _parabola_vertex(scores: dict[int, float], best: int) -> float | None:
+    """The vertex of the parabola through the best point and its nearest evaluated neighbours
+    (one on each side, or the two nearest on the one side that has any), when it opens
+    downwards; else None."""
+    left = sorted(i for i in scores if i < best)
+    right = sorted(i for i in scores if i > best)
+    if left and right:
+        xs = (left[-1], best, right[0])
+    elif len(left) >= 2:
+        xs = (left[-2], left[-1], best)
+    elif len(right) >= 2:
+        xs = (best, right[0], right[1])
+    else:
+        return None
+    (x0, x1, x2), (y0, y1, y2) = xs, (scores[x] for x in xs)
+    if not all(math.isfinite(y) for y in (y0, y1, y2)):  # an inadmissible point: no parabola
+        return None
+    # second divided difference: the parabola's leading coefficient
+    curvature = ((y2 - y1) / (x2 - x1) - (y1 - y0) / (x1 - x0)) / (x2 - x0)
+    if curvature >= 0:
+        return None
+    slope = (y1 - y0) / (x1 - x0)  # y = y0 + slope (x - x0) + curvature (x - x0)(x - x1)
+    return (x0 + x1) / 2 - slope / (2 * curvature)
