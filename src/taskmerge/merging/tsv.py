@@ -88,7 +88,7 @@ def task_rank(shape: Sequence[int], num_tasks: int, sv_reduction: float | None =
 def whiten(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """``x (x^T x)^{-1/2}`` through ``eigh`` (TSVM_2), with ``1 / (sqrt(|l|) + eps)``."""
     eigenvalues, q = torch.linalg.eigh(x.mT @ x)
-    inv_sqrt = q @ torch.diag(1.0 / (eigenvalues.abs().sqrt() + eps)) @ q.mT
+    inv_sqrt = (q * (1.0 / (eigenvalues.abs().sqrt() + eps))) @ q.mT  # q diag(.) q^T
     return x @ inv_sqrt
 
 
@@ -139,7 +139,8 @@ def tsv_merge_matrix(
     if u_cat is None or seen != count:
         raise ValueError(f"tsv_merge_matrix got {seen} matrices, expected {count}")
     ortho = polar_factor if orthogonalize == "polar" else whiten
-    return (ortho(u_cat) @ torch.diag(s_cat) @ ortho(vh_cat.mT).mT).to(dtype)
+    # U_perp diag(S) V_perp^T, the diagonal as a column scaling (no (m, k) x (k, k) product)
+    return ((ortho(u_cat) * s_cat) @ ortho(vh_cat.mT).mT).to(dtype)
 
 
 def tsv_merge(
@@ -174,7 +175,7 @@ class LowRank:
 
     def reconstruct(self) -> torch.Tensor:
         """The ``(m, n)`` matrix."""
-        return self.u @ torch.diag(self.s) @ self.vh
+        return (self.u * self.s) @ self.vh
 
     def numel(self) -> int:
         """Floats stored: ``r * (m + n + 1)``."""
