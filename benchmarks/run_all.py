@@ -119,6 +119,7 @@ def run_script(
     script: Script, folder: Path, quick: bool, home: Path, timeout: float, work: Path
 ) -> Outcome:
     """Run one script (its process group killed past ``timeout``) and collect its figures."""
+    quick = quick and bool(script.quick or script.skip_quick)  # a script without small sizes
     figures_path = work / f"{script.name}.json"
     command = command_of(script, folder, quick, home, figures_path)
     if quick and script.skip_quick:
@@ -263,7 +264,8 @@ def render(document: dict[str, Any]) -> str:
                   ""]  # fmt: skip
         for table in _figure_tables(item["figures"]) or item["tables"]:
             lines += [*_table(table), ""]
-        lines += [f"- {line}" for line in item["lines"] if not BAR.search(line)]
+        lines += [f"- {line.removeprefix('- ')}" for line in item["lines"]
+                  if not BAR.search(line) and "Warning:" not in line]  # fmt: skip
         if item["status"] in ("failed", "timeout"):
             lines += ["", "```", item["output_tail"][-1500:], "```"]
     return "\n".join(lines).rstrip() + "\n"
@@ -343,7 +345,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, default=None, help="TASKMERGE_HOME of the demo runs")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per script")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--render", action="store_true", help="only rewrite latest.md from .json")
     args = parser.parse_args(argv)
+    if args.render:
+        document = json.loads((args.out / "latest.json").read_text())
+        (args.out / "latest.md").write_text(render(document))
+        return 0
     names = [s.name for s in SCRIPTS]
     unknown = sorted(set(args.only or []) - set(names))
     if unknown:
