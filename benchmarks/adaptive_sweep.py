@@ -92,8 +92,9 @@ def compare(grid: dict[str, dict], adaptive: dict[str, dict], methods: list[str]
 
 def table(rows: list[dict]) -> str:
     """The Markdown table of :func:`compare`'s rows and a totals line."""
-    head = ["method", "evaluations grid", "adaptive", "seconds grid", "adaptive",
-            "chosen grid", "chosen adaptive", "same?", "adaptive note"]  # fmt: skip
+    head = ["method", "evaluations grid", "evaluations adaptive", "seconds grid",
+            "seconds adaptive", "chosen grid", "chosen adaptive", "same?",
+            "adaptive note"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["method"], r["grid_evaluations"], r["adaptive_evaluations"], r["grid_seconds"],

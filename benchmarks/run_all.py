@@ -23,6 +23,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -118,11 +119,13 @@ def run_script(
     script: Script, folder: Path, quick: bool, home: Path, timeout: float, work: Path
 ) -> Outcome:
     """Run one script (its process group killed past ``timeout``) and collect its figures."""
+    quick = quick and bool(script.quick or script.skip_quick)  # a script without small sizes
     figures_path = work / f"{script.name}.json"
     command = command_of(script, folder, quick, home, figures_path)
     if quick and script.skip_quick:
         return Outcome(script.name, command, "skipped", quick, reason=script.skip_quick)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", WANDB_MODE="offline")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", WANDB_MODE="offline",
+               TQDM_DISABLE="1")  # fmt: skip
     start = time.perf_counter()
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -147,12 +150,16 @@ def run_script(
     )  # fmt: skip
 
 
+#: A tqdm progress bar as it prints ("12%|█▎  | 1/8 [00:00<00:05, 1.3task/s]").
+BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+|\d+/\d+ \[[\d:<?]+")
+
+
 def _printed(output: str) -> str:
     """The output without progress bars (carriage-return redraws) and log records."""
     kept = []
-    for line in output.splitlines():
+    for line in output.split("\n"):
         line = line.rsplit("\r", 1)[-1].rstrip()
-        if line and not line.startswith("[20"):  # Hydra / logging records: [2026-...]
+        if line and not line.startswith("[20") and not BAR.search(line):  # [2026-...]: logs
             kept.append(line)
     return "\n".join(kept)
 
@@ -165,10 +172,16 @@ def markdown_tables(text: str) -> list[list[dict[str, str]]]:
             block.append([cell.strip() for cell in line.strip().strip("|").split("|")])
             continue
         if len(block) >= 2:
-            head, rows = block[0], [r for r in block[1:] if not set("".join(r)) <= set("-: ")]
+            head = _unique(block[0])
+            rows = [r for r in block[1:] if not set("".join(r)) <= set("-: ")]
             tables.append([dict(zip(head, row, strict=False)) for row in rows])
         block = []
     return tables
+
+
+def _unique(head: list[str]) -> list[str]:
+    """Column names made unique (a repeated one gets its column number)."""
+    return [name if head.index(name) == i else f"{name} ({i + 1})" for i, name in enumerate(head)]
 
 
 def figure_lines(text: str) -> list[str]:
@@ -249,12 +262,28 @@ def render(document: dict[str, Any]) -> str:
                   + (f" ({item['reason']})" if item["reason"] else "")
                   + f", {item['seconds']} s" + (f", {item['date']}" if item["date"] else ""),
                   ""]  # fmt: skip
-        for table in item["tables"]:
+        for table in _figure_tables(item["figures"]) or item["tables"]:
             lines += [*_table(table), ""]
-        lines += [f"- {line}" for line in item["lines"]]
+        lines += [f"- {line.removeprefix('- ')}" for line in item["lines"]
+                  if not BAR.search(line) and "Warning:" not in line]  # fmt: skip
         if item["status"] in ("failed", "timeout"):
             lines += ["", "```", item["output_tail"][-1500:], "```"]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _figure_tables(figures: Any) -> list[list[dict[str, Any]]]:
+    """The tables of a script's ``--json`` figures: each list of rows, then the other values as
+    one name -> value table (none without ``--json``)."""
+    if not isinstance(figures, dict):
+        return []
+
+    def rows(value: Any) -> bool:
+        return isinstance(value, list) and bool(value) and isinstance(value[0], dict)
+
+    tables = [v for v in figures.values() if rows(v)]
+    rest = [{"figure": k, "value": json.dumps(v) if isinstance(v, dict) else str(v)}
+            for k, v in figures.items() if not rows(v)]  # fmt: skip
+    return [*tables, rest] if rest else tables
 
 
 def _shown(command: Sequence[str]) -> str:
@@ -272,7 +301,7 @@ def _table(rows: list[dict[str, str]]) -> list[str]:
         return []
     head = list(rows[0])
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(row.get(h, "") for h in head) + " |" for row in rows]
+    out += ["| " + " | ".join(str(row.get(h, "")) for h in head) + " |" for row in rows]
     return out
 
 
@@ -316,7 +345,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, default=None, help="TASKMERGE_HOME of the demo runs")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per script")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--render", action="store_true", help="only rewrite latest.md from .json")
     args = parser.parse_args(argv)
+    if args.render:
+        document = json.loads((args.out / "latest.json").read_text())
+        (args.out / "latest.md").write_text(render(document))
+        return 0
     names = [s.name for s in SCRIPTS]
     unknown = sorted(set(args.only or []) - set(names))
     if unknown:

@@ -85,9 +85,10 @@ def test_the_table_has_every_script_and_its_figures(folder: Path, tmp_path: Path
     assert {"python", "open_clip", "taskmerge_commit"} <= set(env["versions"])
     table = (out / "latest.md").read_text()
     assert "| [good](#good) | small (--quick) | ok |" in table
-    assert "| [bad](#bad) | small (--quick) | failed |" in table
-    assert "| [slow](#slow) | small (--quick) | timeout |" in table
-    assert "| pure | 6.0 |" in table and "- total: 4 images in 2.5 s" in table
+    assert "| [bad](#bad) | full | failed |" in table  # no small sizes: run at its full size
+    assert "| [slow](#slow) | full | timeout |" in table
+    assert "| images | 4 |" in table  # its --json figures stand for its printed tables
+    assert "- total: 4 images in 2.5 s" in table and "| 1 | 2 |" in table  # bad's table
     assert "`python " in table and str(tmp_path) not in table  # commands as a user types them
 
 

@@ -110,8 +110,8 @@ def test_cart_grid_is_searched_too() -> None:
     [
         ("tall_mask", {}, "per-task selection"),
         ("sum", {"grid": [0.2, 0.4, 0.6]}, "a grid of 3 points"),
-        ("sum", {"scaling_coef": 0.5}, "a grid of 1 points"),
-        ("TSVC", {}, "a grid of 1 points"),
+        ("sum", {"scaling_coef": 0.5}, "a grid of 1 point is"),
+        ("TSVC", {}, "a grid of 1 point is"),
     ],
 )
 def test_what_the_search_does_not_take_runs_the_grid_with_the_reason(

@@ -77,8 +77,9 @@ def adaptive_obstacle(method: MergeMethod, evaluator: Evaluator) -> str | None:
         return "the method learns from data: one candidate"
     if getattr(evaluator, "supports_affine", False):
         return "the linearized forward scores every grid point in one pass"
-    if method.grid_size() < SHORTEST_SEARCHED:
-        return f"a grid of {method.grid_size()} points is evaluated whole"
+    points = method.grid_size()
+    if points < SHORTEST_SEARCHED:
+        return f"a grid of {points} point{'s' if points > 1 else ''} is evaluated whole"
     return None
 
 

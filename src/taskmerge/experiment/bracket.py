@@ -34,6 +34,9 @@ from taskmerge.experiment.selection import best_index
 Score = Callable[[int], float | None]
 #: The golden-section fraction: a step into the larger gap this far from the best point.
 GOLDEN = (3 - math.sqrt(5)) / 2
+#: How far on each side of the choice every grid point is evaluated (1: its two neighbours;
+#: 2 doubled the evaluations on the demo's curves).
+REACH = 1
 #: What an inadmissible point (no score) counts as: below every score.
 LOWEST = -math.inf
 
@@ -73,7 +76,9 @@ def search_first_max(size: int, score: Score) -> Search:
         return Search(scores, best_index([scores[i] for i in range(size)]), True, fallback, note)
 
     if size <= 3:
-        return full_grid(f"a grid of {size} points is evaluated whole", fallback=False)
+        return full_grid(
+            f"a grid of {size} point{'s' if size > 1 else ''} is evaluated whole", fallback=False
+        )
     for index in first_probes(size):
         scores[index] = score(index)
     while True:
@@ -126,7 +131,8 @@ def next_probe(scores: dict[int, float], best: int, size: int) -> int | None:
         missing = [i for i in range(best + 1, min(max(tied) + 2, size)) if i not in scores]
         if missing:
             return _widest_gap_middle(scores, missing)
-    needed = [i for i in (best - 1, best + 1) if 0 <= i < size and i not in scores]
+    reach = range(best - REACH, best + REACH + 1)
+    needed = [i for i in reach if 0 <= i < size and i not in scores]
     if not needed:
         return None
     low = max((i for i in scores if i < best), default=-1)  # -1, size: nothing evaluated there
@@ -136,13 +142,11 @@ def next_probe(scores: dict[int, float], best: int, size: int) -> int | None:
         target = min(max(round(vertex), low + 1), high - 1)
         if target == best:
             target = best + 1 if vertex > best else best - 1
-        if 0 <= target < size and target not in scores:
-            return target
-        return needed[0]
-    # golden-section step into the larger unevaluated side
-    if best - low >= high - best:
-        return best - max(1, round(GOLDEN * (best - low)))
-    return best + max(1, round(GOLDEN * (high - best)))
+    elif best - low >= high - best:  # a golden-section step into the larger unevaluated side
+        target = best - max(1, round(GOLDEN * (best - low)))
+    else:
+        target = best + max(1, round(GOLDEN * (high - best)))
+    return target if 0 <= target < size and target not in scores else needed[0]
 
 
 def _first_max(scores: dict[int, float]) -> int:
