@@ -79,6 +79,7 @@ SCRIPTS: tuple[Script, ...] = (
     Script("finetune_modes", quick=("--models", "tiny", "--steps", "2", "--rounds", "1")),
     Script("linear_sweep", quick=("--models", "tiny", "--points", "5", "--repeats", "1")),
     Script("tsv_accuracy", quick=("--tasks", "2",)),
+    Script("svd_speed", quick=("--part", "b32", "--spectrum", "lowrank")),
     Script("import_memory", quick=("--quick", "--tasks", "2")),
     Script("merge_memory", quick=("--quick", "--tasks", "2", "4", "--methods", "TA", "TIES")),
     Script("adamerging_memory", quick=("--tasks", "2", "4", "--steps", "1")),
