@@ -4,6 +4,7 @@ imports Hydra or OmegaConf."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -15,4 +16,14 @@ def test_import_contracts_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     from importlinter.cli import lint_imports
 
     monkeypatch.chdir(ROOT)
-    assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True) == 0
+    # import-linter configures logging with disable_existing_loggers: keep the loggers the
+    # other tests capture (caplog) as they were
+    enabled = [
+        logger for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger) and not logger.disabled
+    ]  # fmt: skip
+    try:
+        assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True) == 0
+    finally:
+        for logger in enabled:
+            logger.disabled = False

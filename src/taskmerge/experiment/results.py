@@ -15,8 +15,8 @@ from taskmerge.experiment.records import (
     zeroshot_log,
 )
 from taskmerge.experiment.run import MergeOutcome
+from taskmerge.experiment.versions import versions
 from taskmerge.io.atomic import write_json
-from taskmerge.versions import versions
 
 RESULTS_FILE = "results.json"
 

@@ -35,7 +35,7 @@ Memory: a dropped vector is a view computing ``vector[name]`` and its mask on ea
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,7 +45,13 @@ from torch import nn
 from taskmerge.errors import ConfigError
 from taskmerge.merging.base import MergeMethod, check_percentage
 from taskmerge.merging.registry import register_method
-from taskmerge.merging.tensorwise import Vector, each_parameter, parameter_names, running_sum
+from taskmerge.merging.tensorwise import (
+    Vector,
+    VectorView,
+    each_parameter,
+    parameter_names,
+    running_sum,
+)
 from taskmerge.vectors.task_vector import TaskVector
 
 SEED_CONVENTION = (
@@ -77,7 +83,7 @@ def drop_and_rescale(
     return dropped / (1 - p) if rescale else dropped
 
 
-class DroppedVector(Mapping[str, torch.Tensor]):
+class DroppedVector(VectorView):
     """A task vector with DARE applied on each lookup (in memory or lazy underneath).
 
     Args:
@@ -98,7 +104,8 @@ class DroppedVector(Mapping[str, torch.Tensor]):
         seed: int,
         names: Collection[str] | None = None,
     ) -> None:
-        self._vector, self._task = vector, task
+        super().__init__(vector)
+        self._task = task
         self._p, self._rescale, self._seed, self._names = p, rescale, seed, names
 
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -106,15 +113,6 @@ class DroppedVector(Mapping[str, torch.Tensor]):
         if self._names is not None and name not in self._names:
             return tau
         return drop_and_rescale(tau, self._p, self._rescale, self._seed, self._task, name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._vector)
-
-    def __len__(self) -> int:
-        return len(self._vector)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._vector
 
 
 def dropped_vectors(

@@ -16,12 +16,13 @@ The data-using methods (AdaMerging, RegMean, Fisher) keep their own ``method.dev
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import torch
 
 from taskmerge.errors import ConfigError
 from taskmerge.hardware import check_device
+from taskmerge.merging.tensorwise import VectorView
 from taskmerge.vectors.task_vector import TaskVector
 
 
@@ -43,28 +44,15 @@ def resolve_merge_device(setting: str) -> torch.device:
         raise ConfigError(str(exc).replace("device=", "merge_device=", 1)) from None
 
 
-class OnDevice(Mapping[str, torch.Tensor]):
+class OnDevice(VectorView):
     """A task vector whose every read is copied to ``device`` (one tensor at a time)."""
 
     def __init__(self, vector: Mapping[str, torch.Tensor], device: torch.device) -> None:
-        self._vector, self.device = vector, device
+        super().__init__(vector)
+        self.device = device
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self._vector[name].to(self.device)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._vector)
-
-    def __len__(self) -> int:
-        return len(self._vector)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._vector
-
-    def shape(self, name: str) -> torch.Size:
-        """A tensor's shape without reading it where the wrapped vector can tell."""
-        shape = getattr(self._vector, "shape", None)
-        return torch.Size(shape(name)) if callable(shape) else self._vector[name].shape
 
 
 def on_merge_device(

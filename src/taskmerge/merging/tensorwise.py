@@ -66,6 +66,30 @@ def column(vectors: Sequence[Vector], name: str) -> Iterator[torch.Tensor]:
         yield vector[name]
 
 
+class VectorView(Mapping[str, torch.Tensor]):
+    """A task vector seen through a per-tensor transform: the names, count and shapes are the
+    wrapped vector's; subclasses give ``__getitem__`` (one tensor computed per lookup)."""
+
+    def __init__(self, vector: Vector) -> None:
+        self._vector = vector
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._vector)
+
+    def __len__(self) -> int:
+        return len(self._vector)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._vector
+
+    def shape(self, name: str) -> torch.Size:
+        """A tensor's shape, without reading it where the wrapped vector can tell."""
+        return shape_of(self._vector, name)
+
+
 def shape_of(vector: Vector, name: str) -> torch.Size:
     """One tensor's shape; lazy vectors answer from the checkpoint header without reading it."""
     shape = getattr(vector, "shape", None)
