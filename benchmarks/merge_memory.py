@@ -1,10 +1,13 @@
 """Peak memory and time of bounded-memory merging vs the naive flattened merge, ViT-B-32 size.
 
     python benchmarks/merge_memory.py [--quick] [--tasks 8 20] [--methods TA TIES TSVM IsoCTS]
+                                      [--model ViT-L-14] [--checkpoints DIR]
 
 Writes a pretrained and max(--tasks) fine-tuned checkpoints with the exact shapes of open_clip's
-ViT-B-32 image encoder (random fp32 tensors, ~350 MB each; ``--quick``: only 2 of the 12 residual
-blocks) into a temporary directory (deleted at the end), in the project's checkpoint layout.
+ViT-B-32 image encoder (``--model``: another open_clip model's; random fp32 tensors, ~350 MB
+each for ViT-B-32, 1.2 GB for ViT-L-14; ``--quick``: only 2 of the residual blocks) into a
+temporary directory (deleted at the end; ``--checkpoints DIR``: written there once and kept, then
+reused by later runs), in the project's checkpoint layout.
 Then, for each number of tasks N and method, runs in a fresh subprocess:
 
 * taskmerge: ``TaskVector.lazy`` task vectors read tensor by tensor + the method's ``merge``;
@@ -46,6 +49,8 @@ NAIVE_COPIES = {"TA": 1.3, "TIES": 5.5, "Consensus": 4.3, "TSVM": 1.3, "IsoC": 1
 #: WUDI runs ``--wudi-iter-num`` Adam steps per matrix (FusionBench: 400; slow on a CPU).
 METHODS += ("ModelStock", "CART", "WUDI", "EMR")
 WUDI_ITER_NUM = [400]
+#: The open_clip model whose image-encoder shapes are written (``--model``).
+MODEL = ["ViT-B-32"]
 
 
 # --------------------------------------------------------------------------- memory probes
@@ -90,14 +95,14 @@ class PeakRSS:
 
 
 # --------------------------------------------------------------------------- checkpoints
-def vit_b32_shapes(quick: bool) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of open_clip ViT-B-32's image encoder (no weights downloaded)."""
+def vit_b32_shapes(quick: bool, model: str = "ViT-B-32") -> dict[str, tuple[int, ...]]:
+    """Name -> shape of open_clip ``model``'s image encoder (no weights downloaded)."""
     import logging
 
     import open_clip
 
     logging.getLogger().setLevel(logging.ERROR)  # "no pretrained weights loaded" is expected
-    state = open_clip.create_model("ViT-B-32", pretrained=None).visual.state_dict()
+    state = open_clip.create_model(model, pretrained=None).visual.state_dict()
     shapes = {name: tuple(t.shape) for name, t in state.items()}
     if quick:
         shapes = {
@@ -108,8 +113,11 @@ def vit_b32_shapes(quick: bool) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def write_checkpoints(root: Path, shapes: dict, count: int) -> tuple[Path, list[Path]]:
-    """pretrained.safetensors and ``count`` fine-tuned checkpoints (theta0 + 0.01 noise)."""
+def write_checkpoints(
+    root: Path, shapes: dict, count: int, model: str = "ViT-B-32"
+) -> tuple[Path, list[Path]]:
+    """pretrained.safetensors and ``count`` fine-tuned checkpoints (theta0 + 0.01 noise); those
+    already in ``root`` (``--checkpoints``) are kept."""
     import torch
 
     from taskmerge.io.tensors import save_state_dict
@@ -117,13 +125,16 @@ def write_checkpoints(root: Path, shapes: dict, count: int) -> tuple[Path, list[
     gen = torch.Generator().manual_seed(0)
     pretrained = {n: torch.randn(s, generator=gen) * 0.02 for n, s in shapes.items()}
     base = root / "pretrained.safetensors"
-    save_state_dict(pretrained, base)
+    if not base.exists():
+        save_state_dict(pretrained, base)
     paths = []
     for index in range(count):
-        tuned = {n: t + 0.001 * torch.randn(t.shape, generator=gen) for n, t in pretrained.items()}
-        path = root / "ViT-B-32" / "standard" / f"Task{index:02d}" / "finetuned.safetensors"
-        save_state_dict(tuned, path)
+        path = root / model / "standard" / f"Task{index:02d}" / "finetuned.safetensors"
         paths.append(path)
+        if path.exists():
+            continue
+        tuned = {n: t + 0.001 * torch.randn(t.shape, generator=gen) for n, t in pretrained.items()}
+        save_state_dict(tuned, path)
         del tuned
     return base, paths
 
@@ -245,7 +256,7 @@ def worker(args: argparse.Namespace) -> None:
     probe = PeakRSS()
     start = time.perf_counter()
     base = load_file(str(args.root / "pretrained.safetensors"))
-    paths = sorted((args.root / "ViT-B-32" / "standard").glob("Task*/finetuned.safetensors"))
+    paths = sorted((args.root / args.model / "standard").glob("Task*/finetuned.safetensors"))
     paths = paths[: args.n]
     merge = lazy_merge if args.worker == "lazy" else naive_merge
     merged = merge(args.method, base, paths)
@@ -260,6 +271,7 @@ def run_worker(kind: str, method: str, n: int, root: Path) -> dict:
     """Run one merge in a fresh interpreter; returns its JSON (or the failure)."""
     cmd = [sys.executable, __file__, "--worker", kind, "--method", method]
     cmd += ["--n", str(n), "--root", str(root), "--wudi-iter-num", str(WUDI_ITER_NUM[0])]
+    cmd += ["--model", MODEL[0]]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -288,6 +300,10 @@ def main() -> None:
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baselines")
     parser.add_argument("--dir", type=Path, default=None, help="where the temp dir goes")
     parser.add_argument("--wudi-iter-num", type=int, default=400, help="WUDI's Adam steps")
+    parser.add_argument("--model", default="ViT-B-32", help="open_clip model whose shapes")
+    parser.add_argument(
+        "--checkpoints", type=Path, default=None, help="write the checkpoints here once, keep them"
+    )
     parser.add_argument("--worker", choices=("lazy", "naive"), help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -295,21 +311,24 @@ def main() -> None:
     args = parser.parse_args()
     print(machine_line(), flush=True)  # the date and machine of these figures
     WUDI_ITER_NUM[0] = args.wudi_iter_num
+    MODEL[0] = args.model
     if args.worker:
         worker(args)
         return
 
     begin = time.perf_counter()
-    shapes = vit_b32_shapes(args.quick)
+    shapes = vit_b32_shapes(args.quick, args.model)
     numel = sum(int(_prod(s)) for s in shapes.values())
     size = numel * 4
-    root = Path(tempfile.mkdtemp(prefix="taskmerge-mem-", dir=args.dir))
+    if args.checkpoints is not None:
+        args.checkpoints.mkdir(parents=True, exist_ok=True)
+    root = args.checkpoints or Path(tempfile.mkdtemp(prefix="taskmerge-mem-", dir=args.dir))
     try:
         print(
-            f"ViT-B-32{' (quick: 2 blocks)' if args.quick else ''} image encoder: "
+            f"{args.model}{' (quick: 2 blocks)' if args.quick else ''} image encoder: "
             f"{len(shapes)} tensors, {numel / 1e6:.1f} M params, checkpoint {size / 2**20:.0f} MiB"
         )
-        write_checkpoints(root, shapes, max(args.tasks))
+        write_checkpoints(root, shapes, max(args.tasks), args.model)
         print(
             f"wrote 1 + {max(args.tasks)} checkpoints to {root} "
             f"in {time.perf_counter() - begin:.0f} s\n"
@@ -337,7 +356,8 @@ def main() -> None:
             f"{next((r[2].get('probe') for r in rows if 'probe' in r[2]), '?')}"
         )
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if args.checkpoints is None:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _prod(shape: tuple[int, ...]) -> int:

@@ -178,3 +178,19 @@ def _first_image(dataset: Dataset) -> Image.Image:
             dataset = dataset.base
         else:
             return dataset[index][0]
+
+
+def test_a_batch_is_its_samples_one_by_one(tmp_path: Path) -> None:
+    dataset = cropped(tmp_path)
+    torch.manual_seed(3)
+    one_by_one = [dataset[i] for i in (4, 0, 5, 2)]
+    torch.manual_seed(3)
+    batch = dataset.__getitems__([4, 0, 5, 2])  # what a DataLoader asks for: the same RNG calls
+    assert [label for _, label in batch] == [label for _, label in one_by_one] == [0, 0, 1, 0]
+    for (ours, _), (expected, _) in zip(batch, one_by_one, strict=True):
+        assert torch.allclose(ours, expected, atol=1e-5)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=3, shuffle=False)
+    torch.manual_seed(3)
+    images, labels = next(iter(loader))
+    torch.manual_seed(3)
+    assert torch.allclose(images, torch.stack([dataset[i][0] for i in range(3)]), atol=1e-5)

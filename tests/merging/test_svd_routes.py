@@ -7,11 +7,14 @@ import pytest
 import torch
 
 from taskmerge.errors import ConfigError
-from taskmerge.merging import svd_routes
+from taskmerge.merging import float64_kernels
 from taskmerge.merging.cart import CART
 from taskmerge.merging.isotropic import IsoCTS
 from taskmerge.merging.svd_routes import (
     SvdRoute,
+    eigh_upper,
+    gram_upper,
+    polar_decomposition,
     randomized_top_factors,
     top_factors,
     truncation_error_bound,
@@ -108,21 +111,50 @@ def test_truncation_error_bound() -> None:
     assert truncation_error_bound(torch.zeros(3).double(), 0.0, 1) == float("inf")
 
 
-def test_top_eigenpairs_only_where_r_is_small(monkeypatch) -> None:
-    n, r = 520, 20  # Gram size >= 512 and r <= n / 12: only the top r eigenpairs
-    calls = []
-    original = svd_routes._top_eigenpairs
-    monkeypatch.setattr(
-        svd_routes, "_top_eigenpairs", lambda g, k: calls.append(k) or original(g, k)
-    )
+def test_top_eigenpairs_only_where_r_is_small() -> None:
+    n, r = 520, 20  # Gram size >= 512 and r <= n / SUBSET_DIVISOR: only the top r eigenpairs
+    assert r * float64_kernels.SUBSET_DIVISOR <= n < 100 * float64_kernels.SUBSET_DIVISOR
     spectrum = torch.arange(1, n + 1, dtype=torch.float64) ** -0.7
     x = with_spectrum(800, n, spectrum, seed=5)
+    gram = gram_upper(x)
+    top_values, top_vectors = eigh_upper(gram, r)
+    all_values, all_vectors = eigh_upper(gram, 100)  # 100 > n / SUBSET_DIVISOR: every pair
+    assert top_values.shape == (r,) and all_values.shape == (n,)
+    assert torch.allclose(top_values, spectrum[:r].flip(0) ** 2, rtol=1e-12)
+    assert torch.allclose(all_values[-r:], top_values, rtol=1e-12)
+    overlap = (top_vectors.mT @ all_vectors[:, -r:]).abs()
+    assert torch.allclose(overlap, torch.eye(r, dtype=torch.float64), atol=1e-9)
     u, s, vh = top_factors(x.float(), r)
-    assert calls == [r]
     assert torch.allclose(s, spectrum[:r], rtol=1e-6)  # float32 input: 1e-7 relative entries
     assert relative(truncation(u, s, vh), exact_truncation(x.float(), r)) < 1e-10
-    top_factors(x.float(), 60)  # 60 > 520 / 12: the full eigendecomposition
-    assert calls == [r]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "fortran", "strided"])
+def test_gram_upper_is_the_symmetric_product(layout: str) -> None:
+    x = torch.randn(300, 70, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    given = {"contiguous": x, "fortran": x.mT.contiguous().mT, "strided": x[:, ::1][::1]}[layout]
+    if layout == "strided":
+        given = torch.randn(300, 140, dtype=torch.float64)[:, ::2]
+        x = given.contiguous()
+    upper = gram_upper(given)
+    assert torch.allclose(upper.triu(), (x.mT @ x).triu(), rtol=1e-13, atol=1e-12)
+    assert torch.equal(gram_upper(x.float()), x.float().mT @ x.float())  # not float64: full product
+
+
+@pytest.mark.parametrize("shape", [(90, 40), (40, 90), (50, 50)])
+def test_polar_decomposition_equals_the_svd(shape: tuple[int, int]) -> None:
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    p, sigma, qh = torch.linalg.svd(x, full_matrices=False)
+    polar, singular = polar_decomposition(x.float())
+    assert polar.dtype == torch.float32 and polar.shape == x.shape
+    assert torch.allclose(polar.double(), p @ qh, atol=1e-6)
+    assert torch.allclose(singular.double(), sigma, rtol=1e-6)
+    rank_deficient = x[:, :3] @ torch.randn(3, shape[1], generator=gen, dtype=torch.float64)
+    polar, singular = polar_decomposition(rank_deficient)  # the SVD's route: zeros included
+    assert singular.shape[0] == min(shape) and float(singular[3:].max()) < 1e-10
+    gram = polar.mT @ polar if shape[0] >= shape[1] else polar @ polar.mT
+    assert torch.allclose(gram, torch.eye(min(shape), dtype=torch.float64), atol=1e-10)
 
 
 def low_rank_task_vectors(count: int, seed: int, n: int = 280) -> dict[str, TaskVector]:

@@ -10,7 +10,8 @@ and stored as uint8 beside its original size. Each time a sample is drawn:
 1. the crop box is drawn exactly as ``RandomResizedCrop.get_params`` draws it for the original
    size (same area and aspect distribution, same RNG calls);
 2. the box is mapped onto the stored image (scaled by ``S / W`` and ``S / H``, kept fractional)
-   and resampled to ``S x S`` (bicubic ``grid_sample``, clamped to [0, 255] as PIL clamps);
+   and resampled to ``S x S`` (bicubic ``grid_sample``, clamped to [0, 255] as PIL clamps; a
+   ``DataLoader`` batch in one call, ``__getitems__``);
 3. ``ToTensor`` + ``Normalize`` are applied (``/ 255``, mean, std).
 
 The crop covers exactly the region of the image the reference's covers, and the
@@ -66,28 +67,38 @@ class CroppedUInt8(Dataset):
         return top * sy, left * sx, h * sy, w * sx
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image, label = self.images[index]
-        cropped = crop_resize(image.float(), self.box(index), tuple(self.crop.size))
-        return (cropped.clamp_(0, 255).div_(255) - self.mean) / self.std, label
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        """A batch of samples (what a ``DataLoader`` asks for): the boxes drawn in order, as one
+        sample after the other would draw them, then one resampling for the whole batch."""
+        boxes = [self.box(index) for index in indices]
+        samples = [self.images[index] for index in indices]
+        images = torch.stack([image for image, _ in samples]).float()
+        cropped = crop_resize(images, boxes, tuple(self.crop.size))
+        normalized = (cropped.clamp_(0, 255).div_(255) - self.mean) / self.std
+        return [(image, label) for image, (_, label) in zip(normalized, samples, strict=True)]
 
 
 def crop_resize(
-    image: torch.Tensor, box: tuple[float, float, float, float], size: tuple[int, int]
+    images: torch.Tensor, boxes: list[tuple[float, float, float, float]], size: tuple[int, int]
 ) -> torch.Tensor:
-    """The region ``box = (top, left, height, width)`` (pixel edges, fractional) of a
-    ``(C, H, W)`` image resampled to ``size`` (bicubic, as ``resized_crop``; the crop is at
-    most a few percent smaller than the output, so no antialiasing is needed)."""
-    top, left, height, width = box
-    stored_h, stored_w = image.shape[-2:]
+    """The region ``box = (top, left, height, width)`` (pixel edges, fractional) of each of a
+    batch of ``(N, C, H, W)`` images resampled to ``size`` (bicubic, as ``resized_crop``; the
+    crop is at most a few percent smaller than the output, so no antialiasing is needed)."""
+    stored_h, stored_w = images.shape[-2:]
     theta = torch.tensor(
-        [[width / stored_w, 0.0, (2 * left + width) / stored_w - 1],
-         [0.0, height / stored_h, (2 * top + height) / stored_h - 1]],
-        dtype=image.dtype,
-    ).unsqueeze(0)  # fmt: skip
-    grid = torch.nn.functional.affine_grid(theta, [1, image.shape[0], *size], align_corners=False)
+        [[[width / stored_w, 0.0, (2 * left + width) / stored_w - 1],
+          [0.0, height / stored_h, (2 * top + height) / stored_h - 1]]
+         for top, left, height, width in boxes],
+        dtype=images.dtype,
+    )  # fmt: skip
+    grid = torch.nn.functional.affine_grid(
+        theta, [images.shape[0], images.shape[1], *size], align_corners=False
+    )
     return torch.nn.functional.grid_sample(
-        image.unsqueeze(0), grid, mode="bicubic", padding_mode="border", align_corners=False
-    ).squeeze(0)
+        images, grid, mode="bicubic", padding_mode="border", align_corners=False
+    )
 
 
 def whole_image_resize(crop: RandomResizedCrop) -> Resize:

@@ -44,7 +44,7 @@ import torch
 from taskmerge.errors import ConfigError
 from taskmerge.merging.base import AffineFamily, GridSource, MergeMethod
 from taskmerge.merging.registry import register_method
-from taskmerge.merging.svd_routes import SvdRoute, check_svd_kind, top_factors
+from taskmerge.merging.svd_routes import SvdRoute, check_svd_kind, dense_work, matmul, top_factors
 from taskmerge.merging.tensorwise import (
     DerivedStateDict,
     each_parameter,
@@ -81,8 +81,9 @@ def low_rank(matrix: torch.Tensor, rank: int, route: SvdRoute | None = None) -> 
         return work
     if rank == 0:
         return torch.zeros_like(work)
-    u, s, vh = top_factors(work, rank, route)
-    return (u * s) @ vh
+    with dense_work(route):
+        u, s, vh = top_factors(work, rank, route)
+        return matmul(u * s, vh)
 
 
 def cart_tensors(
@@ -164,7 +165,8 @@ class CART(MergeMethod):
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The average task vector and the sum of the centred low-rank ones."""
         vectors = [tv.vector for tv in task_vectors.values()]
-        return cart_tensors(vectors, self.initial_rank_ratio, self.route)
+        with dense_work(self.route):  # one context for the whole pass (reads included)
+            return cart_tensors(vectors, self.initial_rank_ratio, self.route)
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:
         """``mean + lambda * low-rank sum`` at the first coefficient (the fixed one)."""

@@ -69,6 +69,9 @@ from taskmerge.merging.svd_routes import (
     SvdRoute,
     check_svd_kind,
     computes_in_float64,
+    dense_work,
+    matmul,
+    polar_decomposition,
     polar_factor,
     top_factors,
 )
@@ -152,8 +155,9 @@ def flat_spectrum(matrix: torch.Tensor) -> torch.Tensor:
     rank = min(matrix.shape)
     if rank == 0:
         return torch.zeros_like(matrix)
-    u, s, vh = top_factors(matrix.to(_work_dtype(matrix)), rank)
-    return (u @ vh).mul_(s.mean()).to(matrix.dtype)
+    # mean(S) U V^T = mean(S) times the polar factor: no U and V formed
+    polar, sigma = polar_decomposition(matrix.to(_work_dtype(matrix)))
+    return polar.mul_(sigma.mean()).to(matrix.dtype)
 
 
 def iso_c_matrix(taus: Iterable[torch.Tensor]) -> torch.Tensor:
@@ -163,7 +167,8 @@ def iso_c_matrix(taus: Iterable[torch.Tensor]) -> torch.Tensor:
         taus: One ``(m, n)`` matrix per task, consumed one at a time (a generator of lazy reads
             works: only the running sum is kept).
     """
-    return flat_spectrum(running_sum(taus))
+    with dense_work():
+        return flat_spectrum(running_sum(taus))
 
 
 def iso_cts_matrix(
@@ -182,6 +187,14 @@ def iso_cts_matrix(
         route: How the top factors are computed (default exact; the randomized route serves
             the tasks' small residual blocks, the common block is too large to sketch).
     """
+    with dense_work(route):
+        return _iso_cts(taus, common_space_fraction, route)
+
+
+def _iso_cts(
+    taus: Reiterable, common_space_fraction: float, route: SvdRoute | None
+) -> torch.Tensor:
+    """:func:`iso_cts_matrix` (inside its dense-work context)."""
     count = len(taus)
     total = running_sum(iter(taus))
     rank = min(total.shape)
@@ -208,7 +221,7 @@ def iso_cts_matrix(
         residual = tau.to(work, copy=True)
         del tau
         if k_c:
-            residual -= common @ (common.mT @ residual)
+            residual -= matmul(common, matmul(common.mT, residual))
         u, s, vh = top_factors(residual, n_t, route)
         columns = slice(k_c + seen * n_t, k_c + (seen + 1) * n_t)
         u_cat[:, columns], s_cat[columns], vh_cat[columns] = u, s, vh
@@ -217,7 +230,7 @@ def iso_cts_matrix(
         release_memory()  # the decomposition's buffers, before the next task's
     if seen != count:
         raise ValueError(f"iso_cts_matrix got {seen} matrices on the second pass, expected {count}")
-    merged = polar_factor(u_cat) @ polar_factor(vh_cat.mT).mT
+    merged = matmul(polar_factor(u_cat), polar_factor(vh_cat.mT).mT)
     return merged.mul_(s_cat.mean()).to(dtype)
 
 
@@ -263,7 +276,8 @@ class IsoC(MergeMethod):
     """
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
-        return TaskVector(iso_c_merge([tv.vector for tv in task_vectors.values()]))
+        with dense_work():  # one context for the whole pass (reads included)
+            return TaskVector(iso_c_merge([tv.vector for tv in task_vectors.values()]))
 
 
 @register_method("iso_cts", scaled=True, lines="multitask")
@@ -291,7 +305,8 @@ class IsoCTS(MergeMethod):
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
         vectors = [tv.vector for tv in task_vectors.values()]
-        return TaskVector(iso_cts_merge(vectors, self.common_space_fraction, self.route))
+        with dense_work(self.route):  # one context for the whole pass (reads included)
+            return TaskVector(iso_cts_merge(vectors, self.common_space_fraction, self.route))
 
     def details(self) -> dict[str, Any]:
         """With ``svd=randomized``: which route each matrix took."""

@@ -36,6 +36,7 @@ results' method details when the route is randomized).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from typing import Literal
 import torch
 
 from taskmerge.errors import ConfigError
+from taskmerge.merging import float64_kernels as kernels
 
 SvdKind = Literal["exact", "randomized"]
 SVD_KINDS: tuple[str, ...] = ("exact", "randomized")
@@ -53,9 +55,6 @@ SVD_KINDS: tuple[str, ...] = ("exact", "randomized")
 #: it, or for (numerically) zero singular values, whose singular vectors the Gram matrix does not
 #: determine, a full SVD is used.
 GRAM_MIN_RATIO = 1e-5
-#: Only the top r eigenpairs are computed when r <= size / SUBSET_DIVISOR and size >= SUBSET_MIN.
-SUBSET_DIVISOR = 12
-SUBSET_MIN = 512
 #: The randomized route's acceptance threshold (relative error bound of the rank-r truncation).
 RANDOMIZED_TOLERANCE = 1e-9
 #: Matrices smaller than this on their small side always take the exact route.
@@ -70,6 +69,15 @@ EIGH_COST = 7.0
 QR_WEIGHT = 5
 #: Devices where the Gram and randomized routes run in float64 (``merge_device=cuda`` included).
 FLOAT64_DEVICES = ("cpu", "cuda")
+
+
+def dense_work(route: SvdRoute | None = None) -> contextlib.AbstractContextManager[None]:
+    """The context the exact route's matrices are processed in: torch on one thread while
+    scipy's BLAS does the dense work (``float64_kernels.blas_owns_the_cores``); the randomized
+    route keeps torch's threads (its products and QRs are torch's)."""
+    if route is not None and route.kind != "exact":
+        return contextlib.nullcontext()
+    return kernels.blas_owns_the_cores()
 
 
 def computes_in_float64(tensor: torch.Tensor) -> bool:
@@ -155,34 +163,50 @@ def _top_factors_by_svd(
 
 
 # --------------------------------------------------------------------------- exact: Gram route
+def gram_upper(x: torch.Tensor) -> torch.Tensor:
+    """``x^T x`` of which only the upper triangle is to be read (:func:`eigh_upper`): on the
+    CPU in float64 BLAS ``dsyrk``, half the multiply-adds of a product
+    (:mod:`taskmerge.merging.float64_kernels`); elsewhere the full product."""
+    if kernels.runs_here(x) and x.numel() > 0:
+        return kernels.gram_upper(x)
+    return x.mT @ x
+
+
+def eigh_upper(matrix: torch.Tensor, top: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenpairs of a symmetric matrix of which the upper triangle is read, ascending: on the
+    CPU in float64 only the ``top`` largest where that is cheaper (LAPACK's MRRR), else all
+    (:func:`taskmerge.merging.float64_kernels.eigh_upper`); elsewhere ``torch.linalg.eigh``
+    (all pairs)."""
+    if kernels.runs_here(matrix):
+        return kernels.eigh_upper(matrix, top)
+    return torch.linalg.eigh(matrix, UPLO="U")
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b``, through the same BLAS as :func:`gram_upper` on the CPU in float64."""
+    if kernels.runs_here(a, b):
+        return kernels.matmul(a, b)
+    return a @ b
+
+
+def _float64(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in float64 (no copy when it is; on the CPU cast by numpy, one thread)."""
+    if tensor.dtype == torch.float64:
+        return tensor.detach()
+    if tensor.device.type == "cpu" and tensor.dtype == torch.float32:
+        return kernels.as_float64(tensor)
+    return tensor.detach().double()
+
+
 def gram_eigh(x: torch.Tensor, top: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(eigenvalues, eigenvectors)`` of ``x^T x``, descending, for a tall float64 ``x`` (only
-    the ``top`` largest where that is cheaper); None when ``x`` is zero."""
-    gram = x.mT @ x
-    size = gram.shape[0]
-    if (
-        top is not None
-        and gram.device.type == "cpu"
-        and size >= SUBSET_MIN
-        and top * SUBSET_DIVISOR <= size
-    ):
-        values, vectors = _top_eigenpairs(gram, top)
-    else:
-        values, vectors = torch.linalg.eigh(gram)
+    the ``top`` largest); None when ``x`` is zero."""
+    values, vectors = eigh_upper(gram_upper(x), top)
     if not values[-1] > 0:
         return None
+    if top is not None:  # only the pairs asked for are reordered (copied)
+        values, vectors = values[-top:], vectors[:, -top:]
     return values.flip(0), vectors.flip(1)
-
-
-def _top_eigenpairs(gram: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``top`` largest eigenpairs of a symmetric float64 CPU matrix, ascending (MRRR)."""
-    from scipy.linalg import eigh  # noqa: PLC0415 - only this route needs scipy
-
-    size = gram.shape[0]
-    values, vectors = eigh(
-        gram.numpy(), subset_by_index=[size - top, size - 1], driver="evr", check_finite=False
-    )
-    return torch.from_numpy(values), torch.from_numpy(vectors)
 
 
 def top_factors_by_gram(
@@ -191,13 +215,13 @@ def top_factors_by_gram(
     """Top-``r`` ``(U, S, Vh)`` in float64 from the Gram matrix; None when it is ill-suited
     (``sigma_r < GRAM_MIN_RATIO * sigma_1``, or a zero matrix)."""
     wide = tensor.shape[0] < tensor.shape[1]
-    x = (tensor.mT if wide else tensor).detach().double()  # tall (m, n), m >= n
+    x = _float64(tensor.mT if wide else tensor)  # tall (m, n), m >= n
     eig = gram_eigh(x, top=r)
     if eig is None or eig[0][r - 1] < GRAM_MIN_RATIO**2 * eig[0][0]:
         return None
-    s = eig[0][:r].sqrt()
-    v = eig[1][:, :r].contiguous()
-    u = (x @ v).div_(s)
+    s = eig[0].sqrt()
+    v = eig[1].contiguous()
+    u = matmul(x, v).div_(s)
     return (v, s, u.mT) if wide else (u, s, v.mT)
 
 
@@ -276,18 +300,32 @@ def _may_converge(bound: float, previous: float, tolerance: float, iterations: f
 
 
 # --------------------------------------------------------------------------- polar factors
-def polar_factor(x: torch.Tensor) -> torch.Tensor:
-    """Orthogonal polar factor ``P Q^T`` of ``x = P Sigma Q^T`` (the nearest orthonormal matrix).
+def polar_decomposition(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(P Q^T, sigma)`` of ``x = P diag(sigma) Q^T``: the orthogonal polar factor (the nearest
+    matrix with orthonormal columns, or rows for a wide ``x``) and the ``min(m, n)`` singular
+    values, descending.
 
-    For a tall, well-conditioned ``x`` on the CPU: ``x (x^T x)^{-1/2}`` from a float64
-    eigendecomposition, the small ``(x^T x)^{-1/2}`` formed first (the same matrix, faster than
-    an SVD); otherwise from the SVD.
+    For a well-conditioned ``x`` on the CPU or a CUDA device: ``x (x^T x)^{-1/2}`` (of the tall
+    orientation) from a float64 eigendecomposition of the Gram matrix, the small
+    ``(x^T x)^{-1/2}`` formed first (the same matrix as the SVD's ``P Q^T``, at the cost of one
+    symmetric eigendecomposition and two products: no ``P`` and ``Q`` are formed), sigma the
+    square roots of its eigenvalues. Otherwise (``sigma_min < GRAM_MIN_RATIO sigma_1``, whose
+    null directions the Gram matrix does not fix, or another device) from the SVD.
     """
-    if computes_in_float64(x) and x.shape[0] >= x.shape[1] > 0:
-        x64 = x.detach().double()
+    if x.shape[0] < x.shape[1]:
+        polar, sigma = polar_decomposition(x.mT)
+        return polar.mT, sigma
+    if computes_in_float64(x) and x.shape[1] > 0:
+        x64 = _float64(x)
         eig = gram_eigh(x64)
         if eig is not None and eig[0][-1] >= GRAM_MIN_RATIO**2 * eig[0][0]:
             values, q = eig
-            return (x64 @ ((q * values.rsqrt()) @ q.mT)).to(x.dtype)
-    p, _, qh = torch.linalg.svd(x, full_matrices=False)
-    return p @ qh
+            polar = matmul(x64, matmul(q * values.rsqrt(), q.mT))
+            return polar.to(x.dtype), values.sqrt().to(x.dtype)
+    p, sigma, qh = torch.linalg.svd(x, full_matrices=False)
+    return p @ qh, sigma
+
+
+def polar_factor(x: torch.Tensor) -> torch.Tensor:
+    """Orthogonal polar factor ``P Q^T`` of ``x = P Sigma Q^T`` (:func:`polar_decomposition`)."""
+    return polar_decomposition(x)[0]

@@ -51,6 +51,10 @@ from taskmerge.merging.svd_routes import (
     SvdRoute,
     check_svd_kind,
     computes_in_float64,
+    dense_work,
+    eigh_upper,
+    gram_upper,
+    matmul,
     polar_factor,
     top_factors,
     truncated_svd,
@@ -87,9 +91,9 @@ def task_rank(shape: Sequence[int], num_tasks: int, sv_reduction: float | None =
 
 def whiten(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """``x (x^T x)^{-1/2}`` through ``eigh`` (TSVM_2), with ``1 / (sqrt(|l|) + eps)``."""
-    eigenvalues, q = torch.linalg.eigh(x.mT @ x)
-    inv_sqrt = (q * (1.0 / (eigenvalues.abs().sqrt() + eps))) @ q.mT  # q diag(.) q^T
-    return x @ inv_sqrt
+    eigenvalues, q = eigh_upper(gram_upper(x))
+    inv_sqrt = matmul(q * (1.0 / (eigenvalues.abs().sqrt() + eps)), q.mT)  # q diag(.) q^T
+    return matmul(x, inv_sqrt)
 
 
 def tsv_merge_matrix(
@@ -114,6 +118,18 @@ def tsv_merge_matrix(
             f"orthogonalize must be one of {ORTHOGONALIZATIONS}, got {orthogonalize!r}"
         )
     count = num_tasks if num_tasks is not None else len(taus)  # type: ignore[arg-type]
+    with dense_work(route):
+        return _merge_factors(taus, count, orthogonalize, sv_reduction, route)
+
+
+def _merge_factors(
+    taus: Iterable[torch.Tensor],
+    count: int,
+    orthogonalize: str,
+    sv_reduction: float | None,
+    route: SvdRoute | None,
+) -> torch.Tensor:
+    """:func:`tsv_merge_matrix` for ``count`` matrices."""
     u_cat = s_cat = vh_cat = None
     seen = r = 0
     for tau in taus:
@@ -140,7 +156,7 @@ def tsv_merge_matrix(
         raise ValueError(f"tsv_merge_matrix got {seen} matrices, expected {count}")
     ortho = polar_factor if orthogonalize == "polar" else whiten
     # U_perp diag(S) V_perp^T, the diagonal as a column scaling (no (m, k) x (k, k) product)
-    return ((ortho(u_cat) * s_cat) @ ortho(vh_cat.mT).mT).to(dtype)
+    return matmul(ortho(u_cat) * s_cat, ortho(vh_cat.mT).mT).to(dtype)
 
 
 def tsv_merge(
@@ -195,7 +211,8 @@ def compress_tensor(
     if tensor.ndim != 2:
         return tensor
     rank = task_rank(tensor.shape, num_tasks, sv_reduction)
-    return LowRank(*truncated_svd(tensor, rank, route))
+    with dense_work(route):
+        return LowRank(*truncated_svd(tensor, rank, route))
 
 
 def tsv_compress(
@@ -320,7 +337,9 @@ class TSVMerge(MergeMethod):
 
     def merge(self, task_vectors: Mapping[str, TaskVector]) -> TaskVector:  # noqa: D102
         vectors = [tv.vector for tv in task_vectors.values()]
-        return TaskVector(tsv_merge(vectors, self.orthogonalize, self.sv_reduction, self.route))
+        with dense_work(self.route):  # one context for the whole pass (reads included)
+            merged = tsv_merge(vectors, self.orthogonalize, self.sv_reduction, self.route)
+        return TaskVector(merged)
 
     def details(self) -> dict[str, Any]:
         """With ``svd=randomized``: which route each matrix took."""
@@ -347,10 +366,11 @@ class TSVCompress(MergeMethod):
     def compress(self, task_vectors: Mapping[str, TaskVector]) -> dict[str, Compressed]:
         """Task name -> compressed task vector; sets :attr:`report`."""
         count = len(task_vectors)
-        compressed = {
-            task: tsv_compress(tv.vector, count, self.sv_reduction, self.route)
-            for task, tv in task_vectors.items()
-        }
+        with dense_work(self.route):
+            compressed = {
+                task: tsv_compress(tv.vector, count, self.sv_reduction, self.route)
+                for task, tv in task_vectors.items()
+            }
         self.report = storage_report(list(compressed.values()))
         return compressed
 
