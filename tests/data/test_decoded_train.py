@@ -194,3 +194,16 @@ def test_a_batch_is_its_samples_one_by_one(tmp_path: Path) -> None:
     images, labels = next(iter(loader))
     torch.manual_seed(3)
     assert torch.allclose(images, torch.stack([dataset[i][0] for i in range(3)]), atol=1e-5)
+
+
+def test_the_decoded_split_is_cropped_in_the_training_process_on_a_cpu(tmp_path: Path) -> None:
+    from torch.utils.data import Subset, TensorDataset
+
+    from taskmerge.finetune.loop import loader_workers
+
+    dataset = cropped(tmp_path)
+    assert loader_workers(dataset, 3, "cpu") == 0
+    assert loader_workers(Subset(dataset, [0, 2]), 3, "cpu") == 0
+    assert loader_workers(dataset, 3, "cuda:0") == 3  # a GPU step: workers keep it fed
+    assert loader_workers(TensorDataset(torch.zeros(2, 1)), 3, "cuda") == 0
+    assert loader_workers(Images(), 3, "cpu") == 3  # files: decoded by the workers

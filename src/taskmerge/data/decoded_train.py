@@ -41,6 +41,10 @@ class CroppedUInt8(Dataset):
         std: Per-channel std, shape ``(3, 1, 1)``.
     """
 
+    #: Read from a memory-mapped array and cropped per batch: cheap enough for the training
+    #: process itself on a CPU (:func:`taskmerge.finetune.loop.loader_workers`).
+    in_memory = True
+
     def __init__(
         self, images: UInt8Images, crop: RandomResizedCrop, mean: torch.Tensor,
         std: torch.Tensor,

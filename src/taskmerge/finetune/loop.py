@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from tqdm import tqdm
 
 from taskmerge.errors import CheckpointError, ConfigError
@@ -220,7 +220,7 @@ def _train(
         WeightedSamples(train_set) if distributed else train_set,
         batch_sampler=sampler,
         generator=generator,
-        num_workers=0 if isinstance(train_set, TensorDataset) else settings.num_workers,
+        num_workers=loader_workers(train_set, settings.num_workers, device),
         pin_memory=torch.cuda.is_available(),
     )
     total_steps = max(
@@ -282,6 +282,21 @@ def _train(
     progress.close()
     encoder.eval()
     return {"steps": step, "seconds": time.time() - start, "final_loss": loss_value}
+
+
+def loader_workers(train_set: Dataset, configured: int, device: str | torch.device) -> int:
+    """Loader worker processes for ``train_set``: none for tensors already in memory, and none
+    on a CPU for a split that says it is ``in_memory`` (decoded once, only cropped per batch:
+    a worker would take the cores the training step runs on for work that costs ~1% of a step,
+    and restart every epoch); else ``configured``."""
+    if isinstance(train_set, TensorDataset):
+        return 0
+    base = train_set
+    while isinstance(base, Subset):
+        base = base.dataset
+    if getattr(base, "in_memory", False) and torch.device(device).type == "cpu":
+        return 0
+    return configured
 
 
 def _shared_loss(
