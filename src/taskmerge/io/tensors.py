@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,40 @@ def read_tensor(path: str | Path, key: str) -> torch.Tensor:
     open would keep the pages it touched mapped)."""
     with safe_open(str(path), framework="pt") as handle:
         return handle.get_tensor(key)
+
+
+def tensor_byte_ranges(path: str | Path) -> dict[str, tuple[int, int]]:
+    """Name -> ``(offset, length)`` in bytes of each tensor's data in a safetensors file, from
+    its header (no tensor is read)."""
+    with open(path, "rb") as raw:
+        header = int.from_bytes(raw.read(8), "little")
+        entries = json.loads(raw.read(header))
+    return {
+        key: (8 + header + entry["data_offsets"][0],
+              entry["data_offsets"][1] - entry["data_offsets"][0])
+        for key, entry in entries.items() if key != "__metadata__"
+    }  # fmt: skip
+
+
+def prefetch(path: str | Path, ranges: list[tuple[int, int]]) -> None:
+    """Ask the OS to start reading these byte ranges of a file into its page cache
+    (``posix_fadvise(WILLNEED)``, returns at once; nothing is mapped or held by this process):
+    the next tensors come off the disk while the current ones are computed on. A no-op where
+    the call does not exist or fails."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        return
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        for offset, length in ranges:
+            advise(descriptor, offset, length, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def float_keys(path: str | Path) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Any
 from taskmerge.errors import ConfigError
 from taskmerge.merging.base import Candidate, MergeMethod, check_percentage
 from taskmerge.merging.registry import register_method
-from taskmerge.merging.tensorwise import each_parameter, parameter_names, running_sum
+from taskmerge.merging.tensorwise import each_parameter_of, running_sum
 from taskmerge.vectors.task_vector import TaskVector
 
 
@@ -17,10 +17,7 @@ def task_arithmetic(task_vectors: Sequence[TaskVector]) -> TaskVector:
     over the tasks (in memory or lazy) in order."""
     vectors = [tv.vector for tv in task_vectors]
     return TaskVector(
-        {
-            name: running_sum(v[name] for v in vectors)
-            for name in each_parameter(parameter_names(vectors))
-        }
+        {name: running_sum(v[name] for v in vectors) for name in each_parameter_of(vectors)}
     )
 
 

@@ -35,7 +35,7 @@ import torch
 from taskmerge.errors import ConfigError
 from taskmerge.merging.base import MergeMethod
 from taskmerge.merging.registry import register_method
-from taskmerge.merging.tensorwise import Vector, each_parameter, parameter_names, running_sum
+from taskmerge.merging.tensorwise import Vector, each_parameter_of, running_sum
 from taskmerge.vectors.task_vector import TaskVector
 
 
@@ -70,7 +70,7 @@ def breadcrumbs_merge(
     """Sum of the breadcrumb-masked task vectors, tensor by tensor."""
     return {
         name: running_sum(breadcrumb_tensor(v[name], density, gamma) for v in vectors)
-        for name in each_parameter(parameter_names(vectors))
+        for name in each_parameter_of(vectors)
     }
 
 

@@ -47,8 +47,7 @@ from taskmerge.merging.registry import register_method
 from taskmerge.merging.svd_routes import SvdRoute, check_svd_kind, dense_work, matmul, top_factors
 from taskmerge.merging.tensorwise import (
     DerivedStateDict,
-    each_parameter,
-    parameter_names,
+    each_parameter_of,
     release_memory,
     running_sum,
     shape_of,
@@ -96,7 +95,7 @@ def cart_tensors(
     count = len(vectors)
     means: dict[str, torch.Tensor] = {}
     ranked: dict[str, torch.Tensor] = {}
-    for name in each_parameter(parameter_names(vectors)):
+    for name in each_parameter_of(vectors):
         mean = running_sum(v[name] for v in vectors).div_(count)
         means[name] = mean
         shape = shape_of(vectors[0], name)

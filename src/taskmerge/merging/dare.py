@@ -48,8 +48,7 @@ from taskmerge.merging.registry import register_method
 from taskmerge.merging.tensorwise import (
     Vector,
     VectorView,
-    each_parameter,
-    parameter_names,
+    each_parameter_of,
     running_sum,
 )
 from taskmerge.vectors.task_vector import TaskVector
@@ -143,10 +142,7 @@ def dare_sum(
 ) -> dict[str, torch.Tensor]:
     """DARE + task arithmetic: the sum of the dropped vectors, tensor by tensor."""
     dropped = dropped_vectors(vectors, p, rescale, seed, names, tasks)
-    return {
-        name: running_sum(v[name] for v in dropped)
-        for name in each_parameter(parameter_names(dropped))
-    }
+    return {name: running_sum(v[name] for v in dropped) for name in each_parameter_of(dropped)}
 
 
 def dare_ties(
@@ -165,7 +161,7 @@ def dare_ties(
 
     dropped = dropped_vectors(vectors, p, rescale, seed, names, tasks)
     merged = ties_tensors(dropped, k, agg)
-    return {name: merged(name) for name in each_parameter(parameter_names(dropped))}
+    return {name: merged(name) for name in each_parameter_of(dropped)}
 
 
 def linear_weight_names(encoder: nn.Module) -> set[str]:

@@ -43,8 +43,7 @@ from taskmerge.merging.base import Candidate, MergeMethod
 from taskmerge.merging.registry import register_method
 from taskmerge.merging.tensorwise import (
     DerivedStateDict,
-    each_parameter,
-    parameter_names,
+    each_parameter_of,
     running_sum,
 )
 from taskmerge.vectors.task_vector import TaskVector
@@ -71,7 +70,7 @@ def emr_unified(
     unified: dict[str, torch.Tensor] = {}
     scales = [0.0] * count
     new_scales = [0.0] * count
-    for name in each_parameter(parameter_names(vectors)):
+    for name in each_parameter_of(vectors):
         flag = elect(running_sum(v[name] for v in vectors))
         largest = torch.zeros_like(flag)
         for index, vector in enumerate(vectors):

@@ -77,8 +77,7 @@ from taskmerge.merging.svd_routes import (
 )
 from taskmerge.merging.tensorwise import (
     column,
-    each_parameter,
-    parameter_names,
+    each_parameter_of,
     release_memory,
     running_sum,
     shape_of,
@@ -241,7 +240,7 @@ def _merge_vectors(
     parameter at a time."""
     merged = {}
     count = len(vectors)
-    for name in each_parameter(parameter_names(vectors)):
+    for name in each_parameter_of(vectors):
         taus = Column(vectors, name)
         if is_svd_target(name, shape_of(vectors[0], name)):
             merged[name] = matrix(taus)

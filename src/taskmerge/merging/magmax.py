@@ -20,7 +20,7 @@ import torch
 
 from taskmerge.merging.base import MergeMethod
 from taskmerge.merging.registry import register_method
-from taskmerge.merging.tensorwise import Vector, each_parameter, parameter_names
+from taskmerge.merging.tensorwise import Vector, each_parameter_of
 from taskmerge.vectors.task_vector import TaskVector
 
 
@@ -39,10 +39,7 @@ def max_magnitude(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
 
 def magmax_merge(vectors: Sequence[Vector]) -> dict[str, torch.Tensor]:
     """MagMax of task vectors (parameter name -> tensor), tensor by tensor."""
-    return {
-        name: max_magnitude(v[name] for v in vectors)
-        for name in each_parameter(parameter_names(vectors))
-    }
+    return {name: max_magnitude(v[name] for v in vectors) for name in each_parameter_of(vectors)}
 
 
 @register_method("magmax", scaled=True, lines="multitask")

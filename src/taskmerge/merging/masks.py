@@ -22,7 +22,12 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from taskmerge.merging.streaming import trim_thresholds
-from taskmerge.merging.tensorwise import each_parameter, parameter_names, running_sum
+from taskmerge.merging.tensorwise import (
+    each_parameter,
+    each_parameter_of,
+    parameter_names,
+    running_sum,
+)
 from taskmerge.merging.ties import ties_tensors, trim_tensor
 
 Vector = Mapping[str, torch.Tensor]
@@ -44,10 +49,7 @@ def trim(vector: Vector, k: float, scope: str = "global") -> dict[str, torch.Ten
 
 def sum_vectors(vectors: Sequence[Vector]) -> dict[str, torch.Tensor]:
     """Elementwise sum of vectors with the same parameter names, tensor by tensor."""
-    return {
-        name: running_sum(v[name] for v in vectors)
-        for name in each_parameter(parameter_names(vectors))
-    }
+    return {name: running_sum(v[name] for v in vectors) for name in each_parameter_of(vectors)}
 
 
 # --------------------------------------------------------------------------- TALL and consensus
@@ -117,4 +119,4 @@ def multitask_vector(
 ) -> dict[str, torch.Tensor]:
     """tau_MTL as a dict (see :func:`multitask_tensors`)."""
     tensor = multitask_tensors(vectors, use_ties, k, ties_agg, extra_zeros)
-    return {name: tensor(name) for name in each_parameter(parameter_names(vectors))}
+    return {name: tensor(name) for name in each_parameter_of(vectors)}

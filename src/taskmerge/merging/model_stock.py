@@ -40,7 +40,7 @@ from torch import nn
 from taskmerge.errors import ConfigError
 from taskmerge.merging.base import MergeMethod
 from taskmerge.merging.registry import register_method
-from taskmerge.merging.tensorwise import each_parameter, parameter_names
+from taskmerge.merging.tensorwise import each_parameter_of
 from taskmerge.vectors.task_vector import TaskVector
 
 Vector = Mapping[str, torch.Tensor]
@@ -103,7 +103,7 @@ def model_stock_merge(
     merged: dict[str, torch.Tensor] = {}
     ratios: dict[str, float] = {}
     ignored = set(ignore_keys)
-    for name in each_parameter(parameter_names(vectors)):
+    for name in each_parameter_of(vectors):
         if name in ignored:
             merged[name] = _mean(vectors, name)
         else:

@@ -42,7 +42,7 @@ from taskmerge.merging.base import MergeMethod
 from taskmerge.merging.registry import register_method
 from taskmerge.merging.tensorwise import (
     Vector,
-    each_parameter,
+    each_parameter_of,
     parameter_names,
     release_memory,
     running_sum,
@@ -208,7 +208,7 @@ def pcb_merge(
 ) -> dict[str, torch.Tensor]:
     """PCB-merge task vectors (parameter name -> tensor, in memory or lazy), tensor by tensor."""
     merged = pcb_tensors(vectors, pcb_ratio, clamp_ratio)
-    return {name: merged(name) for name in each_parameter(parameter_names(vectors))}
+    return {name: merged(name) for name in each_parameter_of(vectors)}
 
 
 @register_method("pcb", scaled=True, lines="multitask")

@@ -53,11 +53,30 @@ def release_memory() -> None:
         trim(0)
 
 
-def each_parameter(names: Iterable[str]) -> Iterator[str]:
-    """The names in order, releasing freed memory after each parameter is processed."""
-    for name in names:
+def each_parameter(names: Iterable[str], prefetch_from: Sequence[Vector] = ()) -> Iterator[str]:
+    """The names in order, releasing freed memory after each parameter is processed; with
+    ``prefetch_from``, the next parameter's tensors of those vectors are prefetched from disk
+    (:func:`prefetch`) before each name is handed out."""
+    names = list(names)
+    for index, name in enumerate(names):
+        if prefetch_from and index + 1 < len(names):
+            prefetch(prefetch_from, names[index + 1])
         yield name
         release_memory()
+
+
+def each_parameter_of(vectors: Sequence[Vector]) -> Iterator[str]:
+    """:func:`each_parameter` over the vectors' parameter names, prefetching one ahead."""
+    return each_parameter(parameter_names(vectors), prefetch_from=vectors)
+
+
+def prefetch(vectors: Sequence[Vector], name: str) -> None:
+    """Ask each vector that reads from disk (it has a ``prefetch`` method) to start reading
+    ``name``; in-memory vectors are skipped."""
+    for vector in vectors:
+        ahead = getattr(vector, "prefetch", None)
+        if callable(ahead):
+            ahead(name)
 
 
 def column(vectors: Sequence[Vector], name: str) -> Iterator[torch.Tensor]:
@@ -88,6 +107,10 @@ class VectorView(Mapping[str, torch.Tensor]):
     def shape(self, name: str) -> torch.Size:
         """A tensor's shape, without reading it where the wrapped vector can tell."""
         return shape_of(self._vector, name)
+
+    def prefetch(self, name: str) -> None:
+        """Passed on to the wrapped vector (:func:`prefetch`)."""
+        prefetch([self._vector], name)
 
 
 def shape_of(vector: Vector, name: str) -> torch.Size:

@@ -42,7 +42,7 @@ from taskmerge.merging.population import (
 )
 from taskmerge.merging.registry import register_method
 from taskmerge.merging.streaming import trim_thresholds
-from taskmerge.merging.tensorwise import each_parameter, parameter_names, running_sum
+from taskmerge.merging.tensorwise import each_parameter_of, running_sum
 from taskmerge.vectors.task_vector import TaskVector
 
 Vector = Mapping[str, torch.Tensor]
@@ -139,7 +139,7 @@ def _trimmed(
 def majority_sign(vectors: Sequence[Vector], thresholds: Sequence[Mapping[str, float]]) -> float:
     """``sign(sum over all entries of sign(sum_t trimmed tau_t))``, one tensor at a time."""
     balance = 0
-    for name in each_parameter(parameter_names(vectors)):
+    for name in each_parameter_of(vectors):
         balance += int(elect_sign(_trimmed(vectors, thresholds, name)).to(torch.int64).sum())
     return float((balance > 0) - (balance < 0))
 
@@ -189,7 +189,7 @@ def ties_merge(
         The merged vector, before the scaling coefficient.
     """
     merged = ties_tensors(vectors, k, agg, trim_scope, extra_zeros)
-    return {name: merged(name) for name in each_parameter(parameter_names(vectors))}
+    return {name: merged(name) for name in each_parameter_of(vectors)}
 
 
 @register_method("ties", scaled=True, lines="multitask")

@@ -62,7 +62,7 @@ from taskmerge.merging.svd_routes import (
 from taskmerge.merging.tensorwise import (
     DerivedStateDict,
     column,
-    each_parameter,
+    each_parameter_of,
     parameter_names,
     release_memory,
     running_sum,
@@ -169,7 +169,7 @@ def tsv_merge(
     streaming over the tasks."""
     merged = {}
     count = len(vectors)
-    for name in each_parameter(parameter_names(vectors)):
+    for name in each_parameter_of(vectors):
         taus = column(vectors, name)
         if is_svd_target(name, shape_of(vectors[0], name)):
             merged[name] = tsv_merge_matrix(

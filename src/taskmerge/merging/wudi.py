@@ -48,8 +48,7 @@ from taskmerge.hardware import check_device
 from taskmerge.merging.base import MergeMethod
 from taskmerge.merging.registry import register_method
 from taskmerge.merging.tensorwise import (
-    each_parameter,
-    parameter_names,
+    each_parameter_of,
     release_memory,
     running_sum,
     shape_of,
@@ -144,7 +143,7 @@ def wudi_merge(
     merged: dict[str, torch.Tensor] = {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for name in each_parameter(parameter_names(vectors)):
+        for name in each_parameter_of(vectors):
             taus = (v[name] for v in vectors)
             if is_wudi_target(name, shape_of(vectors[0], name), exclude_keys):
                 merged[name] = wudi_matrix(taus, iter_num, device)

@@ -16,7 +16,13 @@ import torch
 
 from taskmerge.errors import CheckpointError
 from taskmerge.io.checks import check_finite, check_shapes
-from taskmerge.io.tensors import float_keys, read_tensor, tensor_shapes
+from taskmerge.io.tensors import (
+    float_keys,
+    prefetch,
+    read_tensor,
+    tensor_byte_ranges,
+    tensor_shapes,
+)
 
 Pretrained = Mapping[str, torch.Tensor] | str | Path
 
@@ -53,6 +59,7 @@ class LazyTaskVector(Mapping[str, torch.Tensor]):
         self._keys = keys
         self._key_set = frozenset(keys)
         self._shapes = {key: torch.Size(reference[key]) for key in keys}
+        self._ranges: dict[Path, dict[str, tuple[int, int]]] | None = None
 
     def __getitem__(self, key: str) -> torch.Tensor:
         if key not in self._key_set:
@@ -64,6 +71,19 @@ class LazyTaskVector(Mapping[str, torch.Tensor]):
             base = read_tensor(self.pretrained_path, key)  # type: ignore[arg-type]
         check_finite(tuned, key, self.path)
         return tuned.detach().float() - base.detach().float()
+
+    def prefetch(self, key: str) -> None:
+        """Start reading one tensor's bytes from the file(s) into the OS page cache, so that
+        the lookup of ``key`` a little later does not wait on the disk
+        (:func:`taskmerge.io.tensors.prefetch`)."""
+        if key not in self._key_set:
+            return
+        if self._ranges is None:
+            files = [self.path] + ([self.pretrained_path] if self.pretrained_path else [])
+            self._ranges = {path: tensor_byte_ranges(path) for path in files}
+        for path, ranges in self._ranges.items():
+            if key in ranges:
+                prefetch(path, [ranges[key]])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
