@@ -29,6 +29,7 @@ from taskmerge.app.preflight import (
 from taskmerge.app.workspace import Workspace
 from taskmerge.errors import StorageError
 from taskmerge.evaluate.references import finetuned_accuracies, zeroshot_accuracies
+from taskmerge.experiment.adaptive import DEFAULT_TOLERANCE
 from taskmerge.experiment.records import avg_log, sweep_log
 from taskmerge.experiment.results import (
     RESULTS_FILE,
@@ -86,6 +87,7 @@ def merge_job(cfg: DictConfig) -> float:
                 workspace.evaluator, references,
                 on_point=lambda step, point: tracker.log(sweep_log(point), step=step),
                 sweep_kind=cfg.get("sweep", "grid"),
+                sweep_tolerance=cfg.get("sweep_tolerance", DEFAULT_TOLERANCE),
             )  # fmt: skip
             results = results_json(outcome, job_info(workspace, config, key))
             publish(results, outcome, directory, tracker)

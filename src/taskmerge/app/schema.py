@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from taskmerge import validation
 from taskmerge.errors import ConfigError
+from taskmerge.experiment.adaptive import DEFAULT_TOLERANCE
 from taskmerge.hardware import PRECISIONS, check_device
 from taskmerge.merging.device import resolve_merge_device
 from taskmerge.merging.options import check_options
@@ -39,6 +40,7 @@ STRICT = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid", arbitrary_
 LARGE_GRID = 100
 
 PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
 Workers = Literal["auto"] | Annotated[int, Field(ge=0)]
 Split = Literal["val", "test"]
 #: The splits ``decode_once`` can keep decoded (train: :mod:`taskmerge.data.decoded_train`).
@@ -72,6 +74,7 @@ ENTRY_KEYS: dict[str, dict[str, Any]] = {
         "overwrite": (bool, False),
         "merge_device": (str, "auto"),
         "sweep": (Literal["grid", "adaptive"], "grid"),
+        "sweep_tolerance": (NonNegativeFloat, DEFAULT_TOLERANCE),
     },
     "finetune": {"finetune_missing": (bool, True), "overwrite": (bool, False)},
     "eval_single_task": {

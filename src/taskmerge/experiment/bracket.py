@@ -4,26 +4,34 @@ no parabola fits), then a certificate that the choice is the full grid's, else t
 
 The grid's rule is :func:`taskmerge.experiment.selection.best_index`: the highest score, ties to
 the first grid point. The search stops when the evaluated points prove that rule's answer for
-any unimodal curve (non-decreasing up to its maximum, non-increasing after it) through them:
+any curve within ``tolerance / 2`` of a unimodal one (non-decreasing up to its maximum,
+non-increasing after it), the model of a Val curve whose sampling noise makes small bumps:
 
 * the best evaluated point ``c`` (the first of the highest) has both grid neighbours evaluated;
 * every evaluated point tied with ``c`` is joined to it by evaluated points, and the point after
   the last of them is evaluated (a plateau at the top may hide a higher point inside it);
-* the evaluated scores, in grid order, rise (not strictly) up to ``c`` and fall after it.
+* no evaluated point lies deeper than ``tolerance`` below an evaluated point on each side (a
+  deeper dip proves the curve is not such a curve: the rest of the grid is evaluated and the
+  grid rule chooses, with one warning);
+* every run of unevaluated points between two evaluated ones ``a < b`` (or between one and the
+  grid's end) can hold no point above the best: ``max(f(a), f(b)) + tolerance`` is below
+  ``f(c)`` (at most ``f(c)`` after ``c``), else the middle of the run is evaluated.
 
-Then no unimodal curve through the evaluated points has a higher point, or an equal one before
-``c``, anywhere in the grid (each gap lies on one slope, between two values at most the best).
-An inadmissible point (no score) counts as lower than every score, as for the grid rule, which
-never chooses one: inadmissible tails (negation past its control threshold) are a curve's low
-ends. A curve that is not unimodal shows it by a dip (a point lower than one before it and one
-after it, an inadmissible point between admissible ones included): the search then evaluates
-the rest of the grid and chooses as the grid does, as it does when no point it evaluated is
-admissible. What it cannot see is a bump between evaluated points of a curve that is not
-unimodal: that is what ``sweep=grid`` is for.
+Why that suffices: let ``g`` be the unimodal curve within ``tolerance / 2``. A run not holding
+g's maximum lies on one slope of ``g``, so its points are at most ``max(f(a), f(b)) + tolerance``.
+A run holding g's maximum has an end ``a`` on the slope from ``c`` towards it, so
+``f(a) >= g(a) - tolerance / 2 >= g(c) - tolerance / 2 >= f(c) - tolerance``: it fails the last
+condition and is refined until it no longer holds that maximum. With ``tolerance = 0`` the model
+is a unimodal curve and the certificate is the bracket's alone. An inadmissible point (no score)
+counts as lower than every score, as for the grid rule, which never chooses one: inadmissible
+tails (negation past its control threshold) are a curve's low ends. What no sparse search can
+see is a bump larger than ``tolerance`` between evaluated points: that is what ``sweep=grid`` is
+for.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,10 +71,11 @@ class Search:
     note: str
 
 
-def search_first_max(size: int, score: Score) -> Search:
+def search_first_max(size: int, score: Score, tolerance: float = 0.0) -> Search:
     """The grid rule's choice over ``size`` points, from as few calls of ``score`` as the
-    certificate (module docstring) allows; falls back to every point when the evaluated scores
-    are not unimodal or none is admissible."""
+    certificate (module docstring) allows for curves within ``tolerance / 2`` of a unimodal
+    one; falls back to every point when a dip deeper than ``tolerance`` shows the curve is not
+    one, or none is admissible."""
     scores: dict[int, float | None] = {}
 
     def full_grid(note: str, fallback: bool = True) -> Search:
@@ -87,18 +96,21 @@ def search_first_max(size: int, score: Score) -> Search:
         # an inadmissible point (no score) is below every admissible one, as the grid rule has it
         known = {i: LOWEST if s is None else s for i, s in scores.items()}
         best = _first_max(known)
-        dip = find_dip(known)
+        dip = find_dip(known, tolerance)
         if dip is not None:
             return full_grid(
                 f"the Val curve is not unimodal (grid index {dip} is below points on both "
-                "sides): the full grid"
+                f"sides{f' by more than {tolerance:g}' if tolerance else ''}): the full grid"
             )
         step = next_probe(known, best, size)
+        if step is None:
+            step = hiding_place(known, best, size, tolerance)
         if step is None:
             return Search(
                 scores, best, len(scores) == size, False,
                 f"grid index {best} is the best of {len(scores)} of {size} points evaluated, "
-                "its neighbours lower and the curve unimodal through them",
+                "its neighbours lower and the curve unimodal through them"
+                + (f" within {tolerance:g}" if tolerance else ""),
             )  # fmt: skip
         scores[step] = score(step)
 
@@ -110,15 +122,35 @@ def first_probes(size: int) -> list[int]:
     return [(size - 1) // 2]
 
 
-def find_dip(scores: dict[int, float]) -> int | None:
-    """An evaluated index whose score is below that of an evaluated point on each side (no
-    unimodal curve goes through them), else None."""
+def find_dip(scores: dict[int, float], tolerance: float = 0.0) -> int | None:
+    """An evaluated index whose score is more than ``tolerance`` below that of an evaluated
+    point on each side (no curve within ``tolerance / 2`` of a unimodal one goes through them;
+    with 0, below both), else None."""
     order = sorted(scores)
     for position, index in enumerate(order[1:-1], start=1):
         before = max(scores[i] for i in order[:position])
         after = max(scores[i] for i in order[position + 1 :])
-        if scores[index] < before and scores[index] < after:
+        if scores[index] < min(before, after) - tolerance:
             return index
+    return None
+
+
+def hiding_place(scores: dict[int, float], best: int, size: int, tolerance: float) -> int | None:
+    """The middle of the first run of unevaluated indices where a curve within ``tolerance / 2``
+    of a unimodal one could hold a point above the best (ties before it): its evaluated ends'
+    higher score plus ``tolerance`` reaches the best's; None when no run can (always with
+    ``tolerance = 0``, once :func:`next_probe` is done)."""
+    if tolerance <= 0:
+        return None
+    top = scores[best]
+    order = sorted(scores)
+    edges = [-1, *order, size]
+    for low, high in itertools.pairwise(edges):
+        if high - low < 2:
+            continue
+        bound = max(scores[i] for i in (low, high) if 0 <= i < size) + tolerance
+        if bound > top or (high <= best and bound >= top):
+            return (low + high) // 2
     return None
 
 

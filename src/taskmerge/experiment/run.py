@@ -16,6 +16,7 @@ from typing import Any
 from taskmerge.errors import ConfigError
 from taskmerge.evaluate.evaluator import Evaluator
 from taskmerge.experiment.adaptive import (
+    DEFAULT_TOLERANCE,
     AdaptiveSweep,
     Evaluations,
     SweepKind,
@@ -87,6 +88,7 @@ def run_merge(
     references: Mapping[str, Reference],
     on_point: OnPoint | None = None,
     sweep_kind: SweepKind = "grid",
+    sweep_tolerance: float = DEFAULT_TOLERANCE,
 ) -> MergeOutcome:
     """Merge, sweep the method's hyperparameters on Val, evaluate the chosen one on Test.
 
@@ -101,6 +103,8 @@ def run_merge(
         sweep_kind: ``grid`` (every grid point, the default) or ``adaptive``
             (:mod:`taskmerge.experiment.adaptive`: the grid's choice on a unimodal Val curve
             from fewer points).
+        sweep_tolerance: For ``adaptive``: the bumps the Val curve may have around a unimodal
+            one (the choice is certified for curves within half of it).
     """
     start = time.time()
     tasks = evaluator.task_names
@@ -116,8 +120,9 @@ def run_merge(
         obstacle = adaptive_obstacle(method, evaluator)
         if obstacle is None:
             searched, obstacle = _search(
-                method, pretrained, task_vectors, evaluator, references["val"], on_point
-            )
+                method, pretrained, task_vectors, evaluator, references["val"], on_point,
+                sweep_tolerance,
+            )  # fmt: skip
         if obstacle is not None:
             log.info("%s: sweep=adaptive runs the full grid: %s", method.name, obstacle)
     pairs: Iterable[tuple[Candidate, Point]] = (
@@ -156,10 +161,11 @@ def _search(
     evaluator: Evaluator,
     reference: Reference,
     on_point: OnPoint | None,
+    tolerance: float,
 ) -> tuple[AdaptiveSweep | None, str | None]:
     """The adaptive sweep, or (None, why not) when the method's candidates are not one grid."""
     log.info("%s: merging %d task vectors", method.name, len(task_vectors))
     source = method.grid_source(pretrained, task_vectors)
     if source is None:
         return None, "the method's candidates are not one grid of a single merge"
-    return adaptive_sweep(method, source, evaluator, reference, on_point), None
+    return adaptive_sweep(method, source, evaluator, reference, on_point, tolerance), None

@@ -4,10 +4,12 @@ Two routes, chosen by ``method.svd``:
 
 * ``exact`` (default): the top-r factors of a float32 ``(m, n)`` matrix come from the float64
   eigendecomposition of its smaller Gram matrix (``X^T X = V S^2 V^T``, ``U = X V / S``): more
-  accurate than a float32 SVD and faster at ViT sizes. Where r is at most 1/12 of the Gram
-  matrix's size (from 512 on), only the top r eigenpairs are computed (LAPACK's MRRR, ``dsyevr``
-  through scipy, on the CPU): about 25% faster at ViT-L-14's 1024 with 20 tasks. The same
-  float64 route runs on a CUDA device (``merge_device=cuda``). A full SVD remains for
+  accurate than a float32 SVD and faster at ViT sizes. Where r is at most 1/6 of the Gram
+  matrix's size (from 512 on), only the top r eigenpairs are computed (LAPACK's MRRR,
+  ``dsyevr``). On the CPU the Gram matrix (``dsyrk``: one triangle, half the multiply-adds), the
+  eigenpairs and the products all run through scipy's BLAS and LAPACK, with torch on one thread
+  meanwhile (:mod:`taskmerge.merging.float64_kernels`, :func:`dense_work`). The same float64
+  route runs on a CUDA device (``merge_device=cuda``) through torch. A full SVD remains for
   (numerically) rank-deficient matrices, whose null directions the Gram matrix does not fix,
   and for other devices.
 * ``randomized``: a randomized range finder with power iterations (Halko, Martinsson and Tropp,
