@@ -150,8 +150,10 @@ def test_a_dip_is_a_point_below_one_on_each_side() -> None:
 # The demo's TSV-M Val curve (offline demo, 8 tasks, grid 0.1..1.0, 1.2..3.0): its top is
 # nearly flat, with a bump of 0.0004 at grid index 13 that a strict unimodal search takes for
 # the peak while the grid's best is index 10.
-TSVM_DEMO = [0.6119, 0.6496, 0.6843, 0.7131, 0.737, 0.7714, 0.7817, 0.7994, 0.8115, 0.8178,
-             0.8326, 0.8321, 0.8263, 0.8267, 0.8236, 0.8179, 0.8111, 0.7992, 0.7899, 0.7706]  # fmt: skip
+TSVM_DEMO = [
+    0.6119, 0.6496, 0.6843, 0.7131, 0.737, 0.7714, 0.7817, 0.7994, 0.8115, 0.8178,
+    0.8326, 0.8321, 0.8263, 0.8267, 0.8236, 0.8179, 0.8111, 0.7992, 0.7899, 0.7706,
+]  # fmt: skip
 
 
 def test_a_noise_tolerance_finds_the_grid_choice_behind_a_small_bump() -> None:
